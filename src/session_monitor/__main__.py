@@ -1,0 +1,3 @@
+from session_monitor.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""Named defaults, with their units. Every setting documents which one it uses."""
+
+from __future__ import annotations
+
+SERVER_URL = "http://127.0.0.1:8000"
+"""Where clients, the CLI and the dashboard find the server (``SESSION_MONITOR_URL``)."""
+
+API_HOST = "127.0.0.1"
+"""The server binds to loopback unless told otherwise."""
+
+API_PORT = 8000
+"""The REST API's port (the prototype's)."""
+
+DASHBOARD_PORT = 5000
+"""The dashboard's port (the prototype's)."""
+
+DATA_DIR = "data"
+"""Local folder (relative to the working directory) holding the default SQLite database."""
+
+SQLITE_FILENAME = "session-monitor.sqlite3"
+"""File name of the default SQLite database inside ``DATA_DIR``."""
+
+STALE_AFTER_S = 120.0
+"""A live session with no heartbeat for this many seconds is shown as ``stale`` (the prototype's 2 min)."""
+
+EXPIRE_AFTER_S = 600.0
+"""A live session with no heartbeat for this many seconds is ended as ``expired`` (the prototype's 10 min)."""
+
+REAPER_INTERVAL_S = 15.0
+"""Seconds between two passes of the server's reaper."""
+
+HISTORY_RETENTION_S = 7 * 24 * 3600.0
+"""Ended sessions are kept as history for this long (7 days), then deleted."""
+
+AUDIT_RETENTION_S = 90 * 24 * 3600.0
+"""Audit log entries are kept for this long (90 days), then deleted."""
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body the server accepts; larger ones get 413."""
+
+CLEANUP_OLDER_THAN_MINUTES = 10
+"""Default of ``DELETE /sessions/stale?older_than_minutes=`` (the prototype's)."""
+
+HTTP_TIMEOUT_S = 10.0
+"""Timeout of one CLI request to the server."""

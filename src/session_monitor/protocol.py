@@ -1,0 +1,170 @@
+"""Wire types of the REST API: the only place request and response shapes are defined.
+
+The prototype's endpoints keep their exact field names; fields we add are
+optional in requests and additive in responses, so the prototype's own client
+and dashboard keep working.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+API_VERSION = "1"
+
+MAX_APP_NAME = 200
+MAX_USER_ID = 200
+MAX_HOST = 255
+MAX_TASK = 500
+MAX_STATUS = 32
+MAX_SESSION_ID = 128
+MAX_ACTOR = 100
+MAX_REASON = 500
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+STATUS_PATTERN = r"^[a-z][a-z0-9_-]*$"
+
+SessionState = Literal["idle", "running", "disconnected", "stale"]
+"""What a live session is doing, as shown to operators."""
+
+EndReason = Literal["closed", "browser_lost", "killed", "expired", "process_exit"]
+"""Why a session ended."""
+
+LIVE_STATES: tuple[str, ...] = ("idle", "running", "disconnected", "stale")
+END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit")
+
+
+def _printable(value: str) -> str:
+    """Reject control, surrogate and unassigned code points: they break terminals, logs and PostgreSQL text."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Cn"):
+            raise ValueError(f"must not contain control or invalid characters (found U+{ord(ch):04X})")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+AppName = Annotated[
+    str, Field(min_length=1, max_length=MAX_APP_NAME), AfterValidator(_printable), AfterValidator(_not_blank)
+]
+UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(_printable)]
+HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(_printable)]
+TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(_printable)]
+Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATUS_PATTERN)]
+Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable)]
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored so newer clients can talk to older servers.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class SessionCreate(_Request):
+    """``POST /sessions``: register a session (the prototype's body, plus optional placement)."""
+
+    app_name: AppName
+    user_id: UserId | None = None
+    host: HostName | None = Field(default=None, description="Host name of the Panel process.")
+    pid: Pid | None = Field(default=None, description="Process id of the Panel process.")
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+
+
+class StatusUpdate(_Request):
+    """``PUT /sessions/{id}/status``: what the session is doing now."""
+
+    status: Status = Field(description="`idle`, `running`, or another short lower-case word.")
+    current_task: TaskName | None = None
+
+
+class KillRequest(_Request):
+    """Optional body of the kill endpoints: why, shown to the user and kept in the audit log."""
+
+    reason: Reason | None = None
+
+
+class StatusResponse(BaseModel):
+    status: str
+
+
+class HeartbeatResponse(BaseModel):
+    kill_requested: bool
+
+
+class KillAllResponse(BaseModel):
+    killed_count: int
+
+
+class CleanupResponse(BaseModel):
+    deleted_count: int
+
+
+class SessionOut(BaseModel):
+    """One session as the API shows it; the first fields are the prototype's."""
+
+    session_id: str
+    app_name: str
+    user_id: str | None
+    start_time: datetime
+    last_heartbeat: datetime
+    duration_seconds: float
+    status: str = Field(description="Status last reported by the session (`idle`, `running`, ...).")
+    current_task: str | None
+    is_stale: bool
+    kill_requested: bool
+    state: str = Field(description="`idle`, `running`, `disconnected` or `stale` while live; `ended` once ended.")
+    host: str | None
+    pid: int | None
+    task_started_at: datetime | None
+    task_seconds: float | None
+    kill_requested_at: datetime | None
+    kill_requested_by: str | None
+    kill_reason: str | None
+    ended_at: datetime | None
+    end_reason: str | None
+    ended_by: str | None
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+    total: int = Field(description="Number of sessions matching the filters, whatever the page.")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    remote_addr: str | None
+
+
+class AuditList(BaseModel):
+    entries: list[AuditEntry]
+    total: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "unavailable"]
+    version: str
+    api_version: str = API_VERSION
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``detail`` says what is wrong in one line."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,103 @@
+"""Annotated dependency aliases shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from session_monitor.protocol import MAX_ACTOR, _printable
+from session_monitor.server.metrics import Metrics
+from session_monitor.server.security import Principal, bearer, client_addr, token_matches
+from session_monitor.server.settings import Settings
+from session_monitor.store import Store
+from session_monitor.store.repository import Actor
+
+ACTOR_HEADER = "x-session-monitor-actor"
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _principal(request: Request, settings: Settings) -> Principal:
+    token = bearer(request.headers.get("authorization"))
+    claimed = request.headers.get(ACTOR_HEADER)
+    if claimed is not None:
+        try:
+            claimed = _printable(claimed.strip())[:MAX_ACTOR] or None
+        except ValueError as exc:
+            raise HTTPException(400, f"invalid {ACTOR_HEADER} header: {exc}") from None
+    remote = client_addr(request.scope)
+    admin, client = settings.admin_token, settings.client_token
+    if admin is not None and token_matches(token, admin.get_secret_value()):
+        return Principal("admin", claimed or "admin", remote)
+    if client is not None and token_matches(token, client.get_secret_value()):
+        return Principal("client", "client", remote)
+    if token is not None and (admin is not None or client is not None):
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+    return Principal("anonymous", claimed or "anonymous", remote)
+
+
+def require_admin(request: Request) -> Principal:
+    """Admin actions: the admin token when one is configured."""
+    settings = get_settings(request)
+    principal = _principal(request, settings)
+    if settings.admin_token is not None and principal.role != "admin":
+        if principal.role == "client":
+            raise HTTPException(403, "this action needs the admin token; the client token is not enough")
+        raise HTTPException(
+            401,
+            "admin token required: send 'Authorization: Bearer <SESSION_MONITOR_ADMIN_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def require_client(request: Request) -> Principal:
+    """Registering and updating sessions: the client (or admin) token when a client token is configured."""
+    settings = get_settings(request)
+    principal = _principal(request, settings)
+    if settings.client_token is not None and principal.role not in ("client", "admin"):
+        raise HTTPException(
+            401,
+            "client token required: send 'Authorization: Bearer <SESSION_MONITOR_CLIENT_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def require_client_or_admin(request: Request) -> Principal:
+    """Ending a session: its own client ends it on stop (the prototype's DELETE), or an admin does."""
+    settings = get_settings(request)
+    principal = _principal(request, settings)
+    guarded = settings.admin_token is not None or settings.client_token is not None
+    if guarded and principal.role == "anonymous":
+        # Without a client token, registering is open, so a session's own client may end it too.
+        if settings.client_token is None:
+            return principal
+        raise HTTPException(401, "client or admin token required", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def as_actor(principal: Principal) -> Actor:
+    return Actor(principal.actor, principal.remote_addr)
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
+ClientDep = Annotated[Principal, Depends(require_client)]
+EnderDep = Annotated[Principal, Depends(require_client_or_admin)]

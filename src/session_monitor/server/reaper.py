@@ -1,0 +1,72 @@
+"""The reaper: ends silent sessions as ``expired`` and drops history and audit entries past retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from session_monitor.store.repository import SYSTEM, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    expired: int
+    history_purged: int
+    audit_purged: int
+
+
+async def reap_once(
+    store: Store, *, expire_after_s: float, history_retention_s: float, audit_retention_s: float
+) -> ReapResult:
+    """One pass at ``store.clock()``: tests call this directly and move the clock instead of sleeping."""
+    now = store.clock()
+    expired = await store.end_silent_sessions(timedelta(seconds=expire_after_s), SYSTEM, audit=False)
+    history, audit = await store.purge(
+        history_before=now - timedelta(seconds=history_retention_s),
+        audit_before=now - timedelta(seconds=audit_retention_s),
+    )
+    if expired or history or audit:
+        logger.info("reaper: %d sessions expired, %d history rows and %d audit entries purged", expired, history, audit)
+    return ReapResult(expired, history, audit)
+
+
+async def run_reaper(
+    store: Store,
+    *,
+    interval_s: float,
+    stop: asyncio.Event,
+    expire_after_s: float,
+    history_retention_s: float,
+    audit_retention_s: float,
+    on_result: Callable[[ReapResult], None] | None = None,
+) -> None:
+    """First pass at once, then one every ``interval_s``, compensating for the time a pass takes."""
+    next_at = time.monotonic()
+    while not stop.is_set():
+        try:
+            result = await reap_once(
+                store,
+                expire_after_s=expire_after_s,
+                history_retention_s=history_retention_s,
+                audit_retention_s=audit_retention_s,
+            )
+            if on_result is not None:
+                on_result(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("reaper pass failed; retrying in %.0f s", interval_s)
+        next_at += interval_s
+        delay = max(0.0, next_at - time.monotonic())
+        if delay == 0.0:
+            next_at = time.monotonic()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            pass

@@ -1,0 +1,55 @@
+"""Shared parameter types and the fast JSON response of the routers."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Query
+from fastapi.responses import Response
+from pydantic import AfterValidator
+
+from session_monitor.errors import SessionNotFound
+from session_monitor.protocol import MAX_APP_NAME, MAX_HOST, MAX_SESSION_ID, MAX_USER_ID, SESSION_ID_PATTERN, _printable
+
+_SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+
+
+class JSONBytes(Response):
+    """JSON rendered by orjson: listing 10,000 sessions is dominated by serialisation otherwise."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def checked_session_id(session_id: str) -> str:
+    """An id that cannot exist (too long, odd characters) is simply not found; it never reaches SQL."""
+    if len(session_id) > MAX_SESSION_ID or not _SESSION_ID_RE.match(session_id):
+        raise SessionNotFound(session_id[:MAX_SESSION_ID])
+    return session_id
+
+
+AppFilter = Annotated[
+    str | None,
+    Query(max_length=MAX_APP_NAME, description="Only this app."),
+    AfterValidator(lambda v: v if v is None else _printable(v)),
+]
+UserFilter = Annotated[
+    str | None,
+    Query(max_length=MAX_USER_ID, description="Only this user."),
+    AfterValidator(lambda v: v if v is None else _printable(v)),
+]
+HostFilter = Annotated[
+    str | None,
+    Query(max_length=MAX_HOST, description="Only sessions on this host."),
+    AfterValidator(lambda v: v if v is None else _printable(v)),
+]
+SearchFilter = Annotated[
+    str | None,
+    Query(max_length=200, description="Substring of id, app, user, task or host."),
+    AfterValidator(lambda v: v if v is None else _printable(v)),
+]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]

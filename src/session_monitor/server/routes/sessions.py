@@ -1,0 +1,150 @@
+"""The prototype's session endpoints (wire-compatible) and ``GET /sessions/{id}``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Path, Query
+from pydantic import AfterValidator
+
+from session_monitor import defaults
+from session_monitor.protocol import (
+    MAX_APP_NAME,
+    CleanupResponse,
+    HeartbeatResponse,
+    KillAllResponse,
+    KillRequest,
+    SessionCreate,
+    SessionCreated,
+    SessionList,
+    SessionOut,
+    StatusResponse,
+    StatusUpdate,
+    _printable,
+)
+from session_monitor.server.deps import AdminDep, ClientDep, EnderDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.routes._common import (
+    AppFilter,
+    HostFilter,
+    JSONBytes,
+    Offset,
+    SearchFilter,
+    UserFilter,
+    checked_session_id,
+)
+from session_monitor.store import SessionFilters
+
+router = APIRouter(tags=["sessions"])
+
+MAX_CLEANUP_MINUTES = 60 * 24 * 366
+"""``older_than_minutes`` above a year is refused instead of overflowing."""
+
+SessionId = Annotated[str, Path(description="Session id as returned by POST /sessions.")]
+StateFilter = Literal["idle", "running", "disconnected", "stale"]
+
+
+@router.post("/sessions", response_model=SessionCreated, summary="Register a session")
+async def create_session(body: SessionCreate, store: StoreDep, metrics: MetricsDep, _: ClientDep) -> SessionCreated:
+    """Register a new live session; returns its id. The session starts ``idle``."""
+    session_id = await store.create_session(
+        body.app_name, body.user_id, host=body.host, pid=body.pid, session_id=str(uuid.uuid4())
+    )
+    metrics.sessions_registered.inc()
+    return SessionCreated(session_id=session_id)
+
+
+@router.get("/sessions", response_model=SessionList, summary="List live sessions")
+async def list_sessions(
+    store: StoreDep,
+    app: AppFilter = None,
+    status: Annotated[StateFilter | None, Query(description="Only sessions in this state.")] = None,
+    user: UserFilter = None,
+    host: HostFilter = None,
+    q: SearchFilter = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000, description="Page size; all when absent.")] = None,
+    offset: Offset = 0,
+) -> JSONBytes:
+    """Live sessions, newest first, with computed ``duration_seconds``, ``is_stale`` and ``state``."""
+    rows, total = await store.list_sessions(
+        SessionFilters(app=app, state=status, user=user, host=host, search=q), limit=limit, offset=offset
+    )
+    return JSONBytes({"sessions": rows, "total": total})
+
+
+@router.delete("/sessions/stale", response_model=CleanupResponse, summary="End silent sessions")
+async def cleanup_stale_sessions(
+    store: StoreDep,
+    metrics: MetricsDep,
+    principal: AdminDep,
+    older_than_minutes: Annotated[
+        int, Query(ge=1, le=MAX_CLEANUP_MINUTES, description="End sessions silent for longer than this.")
+    ] = defaults.CLEANUP_OLDER_THAN_MINUTES,
+) -> CleanupResponse:
+    """End every live session without a heartbeat for ``older_than_minutes`` as ``expired`` (kept as history)."""
+    count = await store.end_silent_sessions(timedelta(minutes=older_than_minutes), as_actor(principal), audit=True)
+    metrics.sessions_ended.labels("expired").inc(count)
+    return CleanupResponse(deleted_count=count)
+
+
+@router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
+async def get_session(session_id: SessionId, store: StoreDep) -> JSONBytes:
+    return JSONBytes(await store.get_session(checked_session_id(session_id)))
+
+
+@router.delete("/sessions/{session_id}", response_model=StatusResponse, summary="End a session")
+async def delete_session(
+    session_id: SessionId, store: StoreDep, metrics: MetricsDep, principal: EnderDep
+) -> StatusResponse:
+    """End a live session (``closed``, or ``killed`` if a kill was requested); it stays in the history."""
+    reason = await store.end_session(checked_session_id(session_id), "closed", as_actor(principal))
+    metrics.sessions_ended.labels(reason).inc()
+    return StatusResponse(status="deleted")
+
+
+@router.post("/sessions/{session_id}/heartbeat", response_model=HeartbeatResponse, summary="Heartbeat")
+async def heartbeat(session_id: SessionId, store: StoreDep, metrics: MetricsDep, _: ClientDep) -> HeartbeatResponse:
+    """Mark the session alive; the answer says whether an operator asked to kill it."""
+    kill = await store.heartbeat(checked_session_id(session_id))
+    metrics.heartbeats.inc()
+    return HeartbeatResponse(kill_requested=kill)
+
+
+@router.put("/sessions/{session_id}/status", response_model=StatusResponse, summary="Update status")
+async def update_status(session_id: SessionId, body: StatusUpdate, store: StoreDep, _: ClientDep) -> StatusResponse:
+    """Set the session's status and current task (also counts as a heartbeat)."""
+    await store.update_status(checked_session_id(session_id), body.status, body.current_task)
+    return StatusResponse(status="updated")
+
+
+@router.post("/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session")
+async def kill_session(
+    session_id: SessionId,
+    store: StoreDep,
+    metrics: MetricsDep,
+    principal: AdminDep,
+    body: Annotated[KillRequest | None, Body()] = None,
+) -> StatusResponse:
+    """Ask a session to end; its client learns it on its next contact. Recorded in the audit log."""
+    await store.request_kill(checked_session_id(session_id), as_actor(principal), body.reason if body else None)
+    metrics.kills.labels("session").inc()
+    return StatusResponse(status="kill_requested")
+
+
+@router.post("/apps/{app_name:path}/kill-all", response_model=KillAllResponse, summary="Kill all of an app")
+async def kill_all_sessions(
+    app_name: Annotated[
+        str,
+        Path(min_length=1, max_length=MAX_APP_NAME, description="URL-encoded app name; may contain / ? #."),
+        AfterValidator(_printable),
+    ],
+    store: StoreDep,
+    metrics: MetricsDep,
+    principal: AdminDep,
+    body: Annotated[KillRequest | None, Body()] = None,
+) -> KillAllResponse:
+    """Ask every live session of the app to end; returns how many. Recorded in the audit log."""
+    count = await store.request_kill_app(app_name, as_actor(principal), body.reason if body else None)
+    metrics.kills.labels("app").inc(count)
+    return KillAllResponse(killed_count=count)

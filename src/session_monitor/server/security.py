@@ -1,0 +1,163 @@
+"""Request-level protection: body size limit, CSRF and DNS-rebinding guards, and bearer-token checks.
+
+CSRF: the prototype's body-less POSTs are "simple" requests a foreign page can
+fire with a plain form or ``fetch``. Browsers label every request with
+``Sec-Fetch-Site`` and send ``Origin`` on cross-origin POSTs; programmatic
+clients (httpx, the prototype's client) send neither. So a state-changing
+request that a browser marks as cross-site, or whose ``Origin`` is not this
+server's, is refused (the approach of Go's ``http.CrossOriginProtection``).
+Tokens travel only in the ``Authorization`` header, which a cross-site page
+cannot set without a CORS preflight we never approve.
+
+DNS rebinding: without tokens the server only answers ``Host`` headers that
+name loopback, so a page on an attacker's domain resolved to 127.0.0.1 gets
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from session_monitor.server.settings import LOOPBACK_NAMES
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def send_error(send: Send, status: int, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _host_name(host_header: str) -> str:
+    if host_header.startswith("["):
+        return host_header.split("]", 1)[0] + "]"
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+@dataclass
+class GuardMiddleware:
+    """Body limit (413), loopback Host check, and cross-site refusal, before any route runs."""
+
+    app: ASGIApp
+    max_body_bytes: int
+    trusted_origins: frozenset[str]
+    loopback_only: bool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host") or ""
+        if self.loopback_only and _host_name(host).lower() not in LOOPBACK_NAMES:
+            await send_error(send, 421, f"this server answers only loopback host names without tokens, not {host!r}")
+            return
+        method = scope["method"]
+        if method in STATE_CHANGING:
+            problem = self._cross_site(scope, host)
+            if problem:
+                await send_error(send, 403, problem)
+                return
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await send_error(send, 400, "invalid Content-Length header")
+                return
+            if int(length) > self.max_body_bytes:
+                await send_error(
+                    send, 413, f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
+                )
+                return
+        if method not in STATE_CHANGING:
+            await self.app(scope, receive, send)
+            return
+        # Read the body up front (it is small) so a chunked body over the limit is refused before any work.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await send_error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _cross_site(self, scope: Scope, host: str) -> str | None:
+        origin = _header(scope, b"origin")
+        if origin is not None and origin in self.trusted_origins:
+            return None
+        fetch_site = _header(scope, b"sec-fetch-site")
+        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+            return f"cross-site request refused (Sec-Fetch-Site: {fetch_site}); use the API from a client, not a page"
+        if origin is not None and origin != "null":
+            if urlsplit(origin).netloc.lower() != host.lower():
+                return f"cross-origin request from {origin!r} refused; add it to trusted_origins if intended"
+        elif origin == "null":
+            return "request with Origin: null refused"
+        return None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: ``role`` is ``admin``, ``client`` or ``anonymous`` (no tokens configured)."""
+
+    role: str
+    actor: str
+    remote_addr: str | None
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    """Constant-time comparison; the tokens themselves are never logged."""
+    if presented is None:
+        return False
+    return secrets.compare_digest(presented.encode(), expected.encode())
+
+
+def bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def client_addr(scope: MutableMapping[str, Any]) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None

@@ -1,0 +1,80 @@
+"""Server settings: one ``Settings`` object, read from ``SESSION_MONITOR_*`` variables and CLI flags."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from session_monitor import defaults
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server reachable from this machine only."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every server setting; each has an environment twin ``SESSION_MONITOR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SESSION_MONITOR_", extra="ignore")
+
+    host: str = Field(default=defaults.API_HOST, description="Address the API binds to.")
+    port: int = Field(default=defaults.API_PORT, ge=0, le=65535)
+    database_url: str | None = Field(
+        default=None, description="sqlite:///PATH or postgresql://...; default SQLite under data_dir."
+    )
+    database_schema: str | None = Field(default=None, description="PostgreSQL schema to use (default: public).")
+    data_dir: Path = Field(default=Path(defaults.DATA_DIR), description="Folder of the default SQLite database.")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin actions.")
+    client_token: SecretStr | None = Field(default=None, description="Bearer token for registering and updating.")
+    insecure: bool = Field(default=False, description="Allow a non-loopback bind without tokens.")
+    stale_after_s: float = Field(default=defaults.STALE_AFTER_S, gt=0)
+    expire_after_s: float = Field(default=defaults.EXPIRE_AFTER_S, gt=0)
+    reaper_interval_s: float = Field(default=defaults.REAPER_INTERVAL_S, gt=0)
+    history_retention_s: float = Field(default=defaults.HISTORY_RETENTION_S, gt=0)
+    audit_retention_s: float = Field(default=defaults.AUDIT_RETENTION_S, gt=0)
+    max_body_bytes: int = Field(default=defaults.MAX_BODY_BYTES, ge=1024)
+    trusted_origins: list[str] = Field(
+        default_factory=list, description="Browser origins allowed to send state-changing requests."
+    )
+    run_reaper: bool = Field(default=True, description="Run the reaper inside this server process.")
+
+    @field_validator("admin_token", "client_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == "":
+            return None
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("tokens must be at least 16 characters long")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / defaults.SQLITE_FILENAME).resolve()}"
+
+    @property
+    def loopback_only(self) -> bool:
+        """No token and no --insecure: only loopback clients with loopback Host headers are served."""
+        return self.admin_token is None and self.client_token is None and not self.insecure
+
+    def bind_problem(self) -> str | None:
+        """Why binding to ``host`` would be unsafe, or ``None``."""
+        if is_loopback(self.host) or self.insecure or self.admin_token is not None:
+            return None
+        return (
+            f"refusing to listen on {self.host} without SESSION_MONITOR_ADMIN_TOKEN: anyone who can reach this "
+            "address could list and kill sessions. Set an admin token (and a client token), "
+            "bind to 127.0.0.1, or pass --insecure if the network is trusted."
+        )

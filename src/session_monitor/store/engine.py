@@ -1,0 +1,231 @@
+"""Engines and the single write path, with the SQLite and PostgreSQL specifics kept here.
+
+SQLite: WAL journal (readers never block the writer), ``synchronous=NORMAL``
+(a commit survives a process crash; only an OS crash can lose the last
+commits), a busy timeout, and exactly one write connection that starts its
+transactions with ``BEGIN IMMEDIATE``. Reads use their own pooled connections.
+
+Every write goes through :class:`BatchWriter`: concurrent writes are applied
+in one transaction and acknowledged only after it commits (group commit), so
+200 concurrent writers cost a handful of commits instead of 200 lock fights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from session_monitor.errors import ConfigError, SessionMonitorError
+from session_monitor.store import migrations
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite statement waits for a lock held by another connection."""
+
+MAX_BATCH = 512
+"""Most writes applied in one transaction by the writer."""
+
+
+def normalize_url(url: str) -> sa.URL:
+    """Map ``sqlite:///`` and ``postgresql://`` URLs to the async drivers we use; create SQLite's folder."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return parsed
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ConfigError(f"unsupported database {backend!r} in {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+@dataclass
+class _Op:
+    fn: Callable[[sa.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+def _run_ops(conn: sa.Connection, fns: list[Callable[[sa.Connection], Any]]) -> list[tuple[bool, Any]]:
+    """Apply a batch; a domain error (raised before the op writes anything) fails only that op."""
+    outcomes: list[tuple[bool, Any]] = []
+    for fn in fns:
+        try:
+            outcomes.append((True, fn(conn)))
+        except SessionMonitorError as exc:
+            outcomes.append((False, exc))
+    return outcomes
+
+
+@dataclass
+class BatchWriter:
+    """The one write path: a task that applies queued writes in batches, one transaction per batch."""
+
+    engine: AsyncEngine
+    max_batch: int = MAX_BATCH
+    on_batch: Callable[[int], None] | None = None
+    _queue: asyncio.Queue[_Op | None] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+    _closed: bool = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="session-monitor-writer")
+
+    async def submit(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(connection)`` inside a write transaction; return once it has committed."""
+        if self._closed:
+            raise RuntimeError("store is closed")
+        self.start()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Op(fn, future))
+        return await future
+
+    async def close(self) -> None:
+        """Apply what is queued, then stop."""
+        self._closed = True
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            op = await self._queue.get()
+            if op is None:
+                return
+            batch = [op]
+            stop = False
+            while len(batch) < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            await self._apply(batch)
+            if stop:
+                return
+
+    async def _apply(self, batch: list[_Op]) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                outcomes = await conn.run_sync(_run_ops, [op.fn for op in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # One op broke the transaction: retry each alone, so only the culprit fails.
+            logger.warning("write batch of %d failed (%s); retrying one by one", len(batch), exc)
+            for op in batch:
+                await self._apply([op])
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        for op, (ok, value) in zip(batch, outcomes, strict=True):
+            if op.future.done():  # the caller went away; the write stands
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
+
+
+class Database:
+    """A read engine, a single-connection write engine and the writer that owns it."""
+
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.dialect = self.url.get_backend_name()
+        if schema is not None and (self.dialect != "postgresql" or not _SCHEMA_RE.match(schema)):
+            raise ConfigError(f"database schema {schema!r}: only for PostgreSQL, lower-case letters, digits and _")
+        self.schema = schema
+        if self.dialect == "sqlite":
+            memory = self.url.database in (None, "", ":memory:")
+            # One write connection: the writer task is its only user.
+            kwargs: dict[str, Any] = {"poolclass": StaticPool} if memory else {"pool_size": 1, "max_overflow": 0}
+            self.write_engine = create_async_engine(self.url, echo=echo, **kwargs)
+            self.read_engine = self.write_engine if memory else create_async_engine(self.url, echo=echo)
+            _configure_sqlite(self.write_engine, immediate=True)
+            if self.read_engine is not self.write_engine:
+                _configure_sqlite(self.read_engine, immediate=False)
+        else:
+            connect_args: dict[str, Any] = {}
+            if schema:
+                connect_args["server_settings"] = {"search_path": schema}
+            self.write_engine = create_async_engine(
+                self.url, echo=echo, pool_size=2, max_overflow=0, pool_pre_ping=True, connect_args=connect_args
+            )
+            self.read_engine = create_async_engine(
+                self.url, echo=echo, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=connect_args
+            )
+        self.writer = BatchWriter(self.write_engine)
+
+    async def upgrade(self) -> list[int]:
+        """Create or upgrade the schema in place; returns the versions applied."""
+        async with self.write_engine.begin() as conn:
+            if self.schema:
+                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            applied = await conn.run_sync(migrations.upgrade)
+        if applied:
+            logger.info("database schema upgraded: applied versions %s", applied)
+        return applied
+
+    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        return await self.writer.submit(fn)
+
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        async with self.read_engine.connect() as conn:
+            return await conn.run_sync(fn)
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+    def describe(self) -> str:
+        """The URL with any password hidden, for logs."""
+        return self.url.render_as_string(hide_password=True)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+    # pysqlite's own transaction handling skips BEGIN for DDL and breaks SAVEPOINT;
+    # take it over as SQLAlchemy's docs recommend, and make the writer's BEGIN IMMEDIATE.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+
+def make_database(url: str, *, schema: str | None = None) -> Database:
+    return Database(url, schema=schema)

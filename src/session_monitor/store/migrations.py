@@ -1,0 +1,130 @@
+"""Versioned schema, upgraded in place at start-up.
+
+Each migration is frozen: it spells out the DDL of its own step instead of
+reading ``models``, so an old database replays exactly the steps it lacks.
+Versions applied are recorded in ``schema_migrations``; the whole upgrade runs
+in one transaction (both SQLite and PostgreSQL have transactional DDL), so a
+failed upgrade leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from session_monitor.store.models import UTCDateTime
+
+_meta = sa.MetaData()
+schema_migrations = sa.Table(
+    "schema_migrations",
+    _meta,
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("applied_at", UTCDateTime(), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _v1_sessions(conn: sa.Connection) -> None:
+    """The prototype's table: one row per live session."""
+    meta = sa.MetaData()
+    sa.Table(
+        "sessions",
+        meta,
+        sa.Column("session_id", sa.String(128), primary_key=True),
+        sa.Column("app_name", sa.String(200), nullable=False),
+        sa.Column("user_id", sa.String(200)),
+        sa.Column("start_time", UTCDateTime(), nullable=False),
+        sa.Column("last_heartbeat", UTCDateTime(), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False, server_default="idle"),
+        sa.Column("current_task", sa.String(500)),
+        sa.Column("kill_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Index("ix_sessions_app_name", "app_name"),
+    ).create(conn)
+
+
+def _v2_history(conn: sa.Connection) -> None:
+    """Placement, task timing, kill intent and end reason: ended sessions stay as history."""
+    columns: list[tuple[str, sa.types.TypeEngine[Any]]] = [
+        ("host", sa.String(255)),
+        ("pid", sa.Integer()),
+        ("task_started_at", UTCDateTime()),
+        ("kill_requested_at", UTCDateTime()),
+        ("kill_requested_by", sa.String(100)),
+        ("kill_reason", sa.String(500)),
+        ("ended_at", UTCDateTime()),
+        ("end_reason", sa.String(32)),
+        ("ended_by", sa.String(100)),
+    ]
+    preparer = conn.dialect.identifier_preparer
+    for name, type_ in columns:
+        ddl = type_.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE sessions ADD COLUMN {preparer.quote(name)} {ddl}")
+    conn.exec_driver_sql("CREATE INDEX ix_sessions_live ON sessions (ended_at, app_name)")
+    conn.exec_driver_sql("CREATE INDEX ix_sessions_last_heartbeat ON sessions (last_heartbeat)")
+
+
+def _v3_audit(conn: sa.Connection) -> None:
+    """Audit log of admin actions."""
+    meta = sa.MetaData()
+    sa.Table(
+        "audit_log",
+        meta,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("actor", sa.String(100), nullable=False),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("target", sa.String(300), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("remote_addr", sa.String(64)),
+        sa.Index("ix_audit_log_at", "at"),
+    ).create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "sessions table (prototype shape)", _v1_sessions),
+    Migration(2, "history, placement and kill intent columns", _v2_history),
+    Migration(3, "audit log", _v3_audit),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: sa.Connection) -> int:
+    """Highest applied version; 0 for an empty database."""
+    if not sa.inspect(conn).has_table("schema_migrations"):
+        return 0
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(schema_migrations.c.version), 0))).scalar_one())
+
+
+def upgrade(conn: sa.Connection, *, target: int = LATEST_VERSION) -> list[int]:
+    """Apply every migration above the database's version up to ``target``; return the versions applied."""
+    if target > LATEST_VERSION:
+        raise ValueError(f"unknown schema version {target}; this release knows up to {LATEST_VERSION}")
+    version = current_version(conn)
+    if version > LATEST_VERSION:
+        raise RuntimeError(
+            f"database schema is version {version}, newer than this release supports ({LATEST_VERSION}); "
+            "upgrade panel-session-monitor"
+        )
+    schema_migrations.create(conn, checkfirst=True)
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if version < migration.version <= target:
+            migration.apply(conn)
+            conn.execute(
+                schema_migrations.insert().values(
+                    version=migration.version, description=migration.description, applied_at=datetime.now(UTC)
+                )
+            )
+            applied.append(migration.version)
+    return applied

@@ -1,0 +1,76 @@
+"""The current schema as SQLAlchemy 2.0 tables. ``migrations`` builds it step by step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, in UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; all timestamps must be timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SessionRow(Base):
+    """A tracked Panel session: live while ``ended_at`` is null, history afterwards."""
+
+    __tablename__ = "sessions"
+
+    session_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    app_name: Mapped[str] = mapped_column(sa.String(200))
+    user_id: Mapped[str | None] = mapped_column(sa.String(200))
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(sa.String(32))
+    current_task: Mapped[str | None] = mapped_column(sa.String(500))
+    kill_requested: Mapped[bool] = mapped_column(sa.Boolean())
+    # v2
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None] = mapped_column(sa.Integer())
+    task_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    kill_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    kill_requested_by: Mapped[str | None] = mapped_column(sa.String(100))
+    kill_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    ended_by: Mapped[str | None] = mapped_column(sa.String(100))
+
+
+class AuditRow(Base):
+    """One admin action: who did what to which target, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    target: Mapped[str] = mapped_column(sa.String(300))
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+sessions: sa.Table = SessionRow.__table__  # type: ignore[assignment]
+audit_log: sa.Table = AuditRow.__table__  # type: ignore[assignment]

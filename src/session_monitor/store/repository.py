@@ -1,0 +1,395 @@
+"""All SQL: sessions (live and history) and the audit log.
+
+Every method takes plain values and returns plain dicts or numbers; routes
+never see ORM objects. Writes run through the database's single write path;
+an admin action and its audit entry commit in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from session_monitor.errors import SessionEnded, SessionNotFound
+from session_monitor.store.engine import Database
+from session_monitor.store.models import AuditRow, SessionRow, audit_log, sessions
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SessionFilters:
+    """Filters of the session listings; ``None`` means any."""
+
+    app: str | None = None
+    state: str | None = None
+    user: str | None = None
+    host: str | None = None
+    search: str | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for a change: a name for the audit log and where the request came from."""
+
+    name: str
+    remote_addr: str | None = None
+
+
+SYSTEM = Actor("reaper")
+
+_SESSION_COLUMNS = [c for c in sessions.c]
+
+
+def _audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target: str, **detail: Any) -> None:
+    conn.execute(
+        audit_log.insert().values(
+            at=now, actor=actor.name, action=action, target=target[:300], detail=detail, remote_addr=actor.remote_addr
+        )
+    )
+
+
+def _raise_missing(conn: sa.Connection, session_id: str) -> None:
+    row = conn.execute(sa.select(sessions.c.end_reason).where(sessions.c.session_id == session_id)).first()
+    if row is None:
+        raise SessionNotFound(session_id)
+    raise SessionEnded(session_id, row.end_reason)
+
+
+class Store:
+    """Sessions and audit log over a :class:`Database`. ``clock`` is injectable for tests."""
+
+    def __init__(self, db: Database, *, stale_after_s: float, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.stale_after = timedelta(seconds=stale_after_s)
+        self.clock = clock
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def session_dict(self, row: Any, now: datetime) -> dict[str, Any]:
+        """A row as the API shows it, with the computed fields."""
+        ended_at = row.ended_at
+        live = ended_at is None
+        is_stale = live and now - row.last_heartbeat > self.stale_after
+        if not live:
+            state = "ended"
+        elif is_stale:
+            state = "stale"
+        else:
+            state = row.status
+        running_since = row.task_started_at if live and row.status == "running" else None
+        return {
+            "session_id": row.session_id,
+            "app_name": row.app_name,
+            "user_id": row.user_id,
+            "start_time": row.start_time,
+            "last_heartbeat": row.last_heartbeat,
+            "duration_seconds": round(((ended_at or now) - row.start_time).total_seconds(), 3),
+            "status": row.status,
+            "current_task": row.current_task,
+            "is_stale": is_stale,
+            "kill_requested": bool(row.kill_requested),
+            "state": state,
+            "host": row.host,
+            "pid": row.pid,
+            "task_started_at": row.task_started_at,
+            "task_seconds": round((now - running_since).total_seconds(), 3) if running_since else None,
+            "kill_requested_at": row.kill_requested_at,
+            "kill_requested_by": row.kill_requested_by,
+            "kill_reason": row.kill_reason,
+            "ended_at": ended_at,
+            "end_reason": row.end_reason,
+            "ended_by": row.ended_by,
+        }
+
+    # -- session lifecycle (clients) ---------------------------------------------------------
+
+    async def create_session(
+        self,
+        app_name: str,
+        user_id: str | None,
+        *,
+        host: str | None = None,
+        pid: int | None = None,
+        session_id: str,
+    ) -> str:
+        now = self.clock()
+
+        def op(conn: sa.Connection) -> str:
+            conn.execute(
+                sessions.insert().values(
+                    session_id=session_id,
+                    app_name=app_name,
+                    user_id=user_id,
+                    host=host,
+                    pid=pid,
+                    start_time=now,
+                    last_heartbeat=now,
+                    status="idle",
+                    current_task=None,
+                    kill_requested=False,
+                )
+            )
+            return session_id
+
+        return await self.db.write(op)
+
+    async def heartbeat(self, session_id: str) -> bool:
+        """Record a heartbeat; return whether a kill was requested."""
+        now = self.clock()
+
+        def op(conn: sa.Connection) -> bool:
+            row = conn.execute(
+                sessions.update()
+                .where(sessions.c.session_id == session_id, sessions.c.ended_at.is_(None))
+                .values(last_heartbeat=now)
+                .returning(sessions.c.kill_requested)
+            ).first()
+            if row is None:
+                _raise_missing(conn, session_id)
+            return bool(row[0]) if row else False
+
+        return await self.db.write(op)
+
+    async def update_status(self, session_id: str, status: str, current_task: str | None) -> None:
+        now = self.clock()
+        c = sessions.c
+        task_started = sa.case(
+            (
+                sa.and_(
+                    sa.literal(status) == "running",
+                    sa.or_(
+                        c.status != "running",
+                        c.current_task.is_distinct_from(current_task),
+                        c.task_started_at.is_(None),
+                    ),
+                ),
+                now,
+            ),
+            (sa.literal(status) == "running", c.task_started_at),
+            else_=sa.null(),
+        )
+
+        def op(conn: sa.Connection) -> None:
+            result = conn.execute(
+                sessions.update()
+                .where(c.session_id == session_id, c.ended_at.is_(None))
+                .values(status=status, current_task=current_task, last_heartbeat=now, task_started_at=task_started)
+            )
+            if result.rowcount == 0:
+                _raise_missing(conn, session_id)
+
+        await self.db.write(op)
+
+    async def end_session(self, session_id: str, reason: str, actor: Actor) -> str:
+        """End a live session; a session whose kill was requested ends as ``killed``. Returns the reason."""
+        now = self.clock()
+        c = sessions.c
+
+        def op(conn: sa.Connection) -> str:
+            row = conn.execute(
+                sessions.update()
+                .where(c.session_id == session_id, c.ended_at.is_(None))
+                .values(
+                    ended_at=now,
+                    end_reason=sa.case((c.kill_requested, "killed"), else_=reason),
+                    ended_by=actor.name,
+                )
+                .returning(c.end_reason)
+            ).first()
+            if row is None:
+                _raise_missing(conn, session_id)
+            return str(row[0]) if row else reason
+
+        return await self.db.write(op)
+
+    # -- admin actions ------------------------------------------------------------------------
+
+    async def request_kill(self, session_id: str, actor: Actor, reason: str | None) -> dict[str, Any]:
+        now = self.clock()
+        c = sessions.c
+
+        def op(conn: sa.Connection) -> dict[str, Any]:
+            row = conn.execute(
+                sessions.update()
+                .where(c.session_id == session_id, c.ended_at.is_(None))
+                .values(
+                    kill_requested=True,
+                    kill_requested_at=sa.func.coalesce(c.kill_requested_at, now),
+                    kill_requested_by=actor.name,
+                    kill_reason=reason,
+                )
+                .returning(*_SESSION_COLUMNS)
+            ).first()
+            if row is None:
+                _raise_missing(conn, session_id)
+            assert row is not None
+            _audit(conn, now, actor, "kill", session_id, app_name=row.app_name, reason=reason)
+            return self.session_dict(row, now)
+
+        return await self.db.write(op)
+
+    async def request_kill_app(self, app_name: str, actor: Actor, reason: str | None) -> int:
+        now = self.clock()
+        c = sessions.c
+
+        def op(conn: sa.Connection) -> int:
+            count = conn.execute(
+                sessions.update()
+                .where(c.app_name == app_name, c.ended_at.is_(None))
+                .values(
+                    kill_requested=True,
+                    kill_requested_at=sa.func.coalesce(c.kill_requested_at, now),
+                    kill_requested_by=actor.name,
+                    kill_reason=reason,
+                )
+            ).rowcount
+            _audit(conn, now, actor, "kill_all", app_name, killed_count=count, reason=reason)
+            return int(count)
+
+        return await self.db.write(op)
+
+    async def end_silent_sessions(self, older_than: timedelta, actor: Actor, *, audit: bool) -> int:
+        """End every live session without a heartbeat for ``older_than`` as ``expired``."""
+        now = self.clock()
+        cutoff = now - older_than
+        c = sessions.c
+
+        def op(conn: sa.Connection) -> int:
+            count = conn.execute(
+                sessions.update()
+                .where(c.ended_at.is_(None), c.last_heartbeat < cutoff)
+                .values(ended_at=now, end_reason="expired", ended_by=actor.name)
+            ).rowcount
+            if audit:
+                _audit(
+                    conn,
+                    now,
+                    actor,
+                    "cleanup",
+                    "sessions",
+                    deleted_count=count,
+                    older_than_minutes=older_than.total_seconds() / 60,
+                )
+            return int(count)
+
+        return await self.db.write(op)
+
+    async def purge(self, *, history_before: datetime, audit_before: datetime) -> tuple[int, int]:
+        """Delete history and audit entries past their retention; returns both counts."""
+
+        def op(conn: sa.Connection) -> tuple[int, int]:
+            ended = conn.execute(
+                sessions.delete().where(sessions.c.ended_at.is_not(None), sessions.c.ended_at < history_before)
+            ).rowcount
+            audited = conn.execute(audit_log.delete().where(audit_log.c.at < audit_before)).rowcount
+            return int(ended), int(audited)
+
+        return await self.db.write(op)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _where(self, f: SessionFilters, *, live: bool, now: datetime) -> list[sa.ColumnElement[bool]]:
+        c = sessions.c
+        cond: list[sa.ColumnElement[bool]] = [c.ended_at.is_(None) if live else c.ended_at.is_not(None)]
+        if f.app is not None:
+            cond.append(c.app_name == f.app)
+        if f.user is not None:
+            cond.append(c.user_id == f.user)
+        if f.host is not None:
+            cond.append(c.host == f.host)
+        if f.end_reason is not None:
+            cond.append(c.end_reason == f.end_reason)
+        if f.state is not None and live:
+            cutoff = now - self.stale_after
+            if f.state == "stale":
+                cond.append(c.last_heartbeat < cutoff)
+            else:
+                cond.extend([c.status == f.state, c.last_heartbeat >= cutoff])
+        if f.search:
+            cond.append(
+                sa.or_(
+                    *(
+                        col.icontains(f.search, autoescape=True)
+                        for col in (c.session_id, c.app_name, c.user_id, c.current_task, c.host)
+                    )
+                )
+            )
+        return cond
+
+    async def list_sessions(
+        self, filters: SessionFilters, *, live: bool = True, limit: int | None = None, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Sessions matching ``filters`` (live, or ended when ``live`` is false), newest first, and their total."""
+        now = self.clock()
+        cond = self._where(filters, live=live, now=now)
+        order = sessions.c.start_time.desc() if live else sessions.c.ended_at.desc()
+        query = sa.select(*_SESSION_COLUMNS).where(*cond).order_by(order, sessions.c.session_id)
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+
+        def fn(conn: sa.Connection) -> tuple[list[dict[str, Any]], int]:
+            rows = conn.execute(query).all()
+            if limit is None and not offset:
+                total = len(rows)
+            else:
+                total = int(conn.execute(sa.select(sa.func.count()).select_from(sessions).where(*cond)).scalar_one())
+            return [self.session_dict(r, now) for r in rows], total
+
+        return await self.db.read(fn)
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        now = self.clock()
+
+        def fn(conn: sa.Connection) -> dict[str, Any]:
+            row = conn.execute(sa.select(*_SESSION_COLUMNS).where(sessions.c.session_id == session_id)).first()
+            if row is None:
+                raise SessionNotFound(session_id)
+            return self.session_dict(row, now)
+
+        return await self.db.read(fn)
+
+    async def count_live(self) -> list[tuple[str, str, int]]:
+        """``(app_name, state, count)`` of live sessions, for metrics."""
+        now = self.clock()
+        c = sessions.c
+        stale = c.last_heartbeat < now - self.stale_after
+        state = sa.case((stale, "stale"), else_=c.status)
+        query = sa.select(c.app_name, state, sa.func.count()).where(c.ended_at.is_(None)).group_by(c.app_name, state)
+
+        def fn(conn: sa.Connection) -> list[tuple[str, str, int]]:
+            return [(str(a), str(s), int(n)) for a, s, n in conn.execute(query).all()]
+
+        return await self.db.read(fn)
+
+    async def list_audit(
+        self, *, limit: int, offset: int = 0, action: str | None = None, actor: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        cond: list[sa.ColumnElement[bool]] = []
+        if action is not None:
+            cond.append(audit_log.c.action == action)
+        if actor is not None:
+            cond.append(audit_log.c.actor == actor)
+        query = sa.select(audit_log).where(*cond).order_by(audit_log.c.id.desc()).limit(limit).offset(offset)
+        count = sa.select(sa.func.count()).select_from(audit_log).where(*cond)
+
+        def fn(conn: sa.Connection) -> tuple[list[dict[str, Any]], int]:
+            rows = conn.execute(query).mappings().all()
+            return [dict(r) for r in rows], int(conn.execute(count).scalar_one())
+
+        return await self.db.read(fn)
+
+    async def ping(self) -> None:
+        await self.db.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar_one())
+
+
+__all__: Sequence[str] = ["SYSTEM", "Actor", "AuditRow", "SessionFilters", "SessionRow", "Store", "utcnow"]

@@ -1,0 +1,110 @@
+"""Fixtures: every store-backed test runs on SQLite and on the real PostgreSQL at 127.0.0.1:5432.
+
+PostgreSQL gets one database per test run and one schema per test. A missing
+PostgreSQL fails the run; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from session_monitor.server import Settings, create_app
+from tests.helpers import PG_ADMIN_URL
+
+
+@dataclass
+class DatabaseTarget:
+    """Where one test's data lives: a URL and, for PostgreSQL, a schema of its own."""
+
+    kind: str
+    url: str
+    schema: str | None = None
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {"database_url": self.url, "database_schema": self.schema, "run_reaper": False}
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    def env(self) -> dict[str, str]:
+        env = {"SESSION_MONITOR_DATABASE_URL": self.url}
+        if self.schema:
+            env["SESSION_MONITOR_DATABASE_SCHEMA"] = self.schema
+        return env
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    name = f"sm_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def run(sql: str) -> None:
+        import asyncpg
+
+        url = make_url(PG_ADMIN_URL)
+        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # a missing PostgreSQL is a failure, never a skip
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for the tests: {exc}")
+    yield str(make_url(PG_ADMIN_URL).set(database=name))
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseTarget:
+    if request.param == "sqlite":
+        return DatabaseTarget("sqlite", f"sqlite:///{tmp_path / 'monitor.sqlite3'}")
+    url = request.getfixturevalue("pg_database")
+    return DatabaseTarget("postgresql", url, schema=f"t_{uuid.uuid4().hex[:12]}")
+
+
+class FakeClock:
+    """A clock tests move forward instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(db_target: DatabaseTarget) -> Settings:
+    return db_target.settings()
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[object]:
+    application = create_app(settings, clock=clock)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+        yield c
