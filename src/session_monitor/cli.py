@@ -48,7 +48,7 @@ def _request(method: str, url: str, path: str, token: str | None, **kwargs: Any)
             method, url.rstrip("/") + path, headers=headers, timeout=defaults.HTTP_TIMEOUT_S, **kwargs
         )
     except httpx.TimeoutException:
-        _fail(f"the server at {url} did not answer within {defaults.HTTP_TIMEOUT_S:.0f} s")
+        _fail(f"the server at {url} did not answer within {defaults.HTTP_TIMEOUT_S:g} s")
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the session monitor at {url}: {exc}")
     if response.is_success:
@@ -134,10 +134,20 @@ def serve(host: str, port: int, database_url: str | None, insecure: bool) -> Non
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        _fail(f"invalid setting: {exc}", code=2)
+        problems = "; ".join(
+            f"SESSION_MONITOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid setting: {problems}", code=2)
     problem = settings.bind_problem()
     if problem:
         _fail(problem, code=2)
+    from session_monitor.errors import ConfigError
+    from session_monitor.store.engine import normalize_url
+
+    try:  # a bad URL would otherwise surface as a traceback from the app's startup
+        normalize_url(settings.resolved_database_url)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
     if settings.admin_token is None:
         logging.getLogger(__name__).warning(
             "no SESSION_MONITOR_ADMIN_TOKEN: anyone who can reach %s:%d can kill sessions", host, port

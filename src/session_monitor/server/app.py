@@ -86,7 +86,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url, schema=settings.database_schema)
         db.writer.on_batch = metrics.write_batch.observe
-        await db.upgrade()
+        try:
+            await db.upgrade()
+        except BaseException:
+            await db.close()  # a refused start must not leak its pooled connections
+            raise
         store = Store(db, stale_after_s=settings.stale_after_s, clock=clock)
         app.state.store = store
         logger.info("session monitor %s using %s", __version__, db.describe())
@@ -128,7 +132,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
         trusted_origins=frozenset(settings.trusted_origins),
-        loopback_only=settings.loopback_only,
+        host_allowlist=settings.host_allowlist,
     )
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

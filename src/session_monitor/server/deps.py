@@ -1,4 +1,8 @@
-"""Annotated dependency aliases shared by the routers."""
+"""Annotated dependency aliases shared by the routers.
+
+Dependencies are ``async def`` although they never await: FastAPI runs a plain ``def``
+dependency in its thread pool, a thread hop per dependency on every request.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from session_monitor.store.repository import Actor
 ACTOR_HEADER = "x-session-monitor-actor"
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
@@ -26,7 +30,7 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -50,7 +54,7 @@ def _principal(request: Request, settings: Settings) -> Principal:
     return Principal("anonymous", claimed or "anonymous", remote)
 
 
-def require_admin(request: Request) -> Principal:
+async def require_admin(request: Request) -> Principal:
     """Admin actions: the admin token when one is configured."""
     settings = get_settings(request)
     principal = _principal(request, settings)
@@ -65,7 +69,7 @@ def require_admin(request: Request) -> Principal:
     return principal
 
 
-def require_client(request: Request) -> Principal:
+async def require_client(request: Request) -> Principal:
     """Registering and updating sessions: the client (or admin) token when a client token is configured."""
     settings = get_settings(request)
     principal = _principal(request, settings)
@@ -78,7 +82,7 @@ def require_client(request: Request) -> Principal:
     return principal
 
 
-def require_client_or_admin(request: Request) -> Principal:
+async def require_client_or_admin(request: Request) -> Principal:
     """Ending a session: its own client ends it on stop (the prototype's DELETE), or an admin does."""
     settings = get_settings(request)
     principal = _principal(request, settings)

@@ -9,9 +9,9 @@ server's, is refused (the approach of Go's ``http.CrossOriginProtection``).
 Tokens travel only in the ``Authorization`` header, which a cross-site page
 cannot set without a CORS preflight we never approve.
 
-DNS rebinding: without tokens the server only answers ``Host`` headers that
-name loopback, so a page on an attacker's domain resolved to 127.0.0.1 gets
-nothing.
+DNS rebinding: unless both tokens are set, some endpoint is open, so the server
+only answers ``Host`` headers naming loopback, its bind address or
+``allowed_hosts``: a page on an attacker's domain resolved to it gets nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from session_monitor.server.settings import LOOPBACK_NAMES
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -62,15 +60,17 @@ class GuardMiddleware:
     app: ASGIApp
     max_body_bytes: int
     trusted_origins: frozenset[str]
-    loopback_only: bool
+    host_allowlist: frozenset[str] | None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host") or ""
-        if self.loopback_only and _host_name(host).lower() not in LOOPBACK_NAMES:
-            await send_error(send, 421, f"this server answers only loopback host names without tokens, not {host!r}")
+        if self.host_allowlist is not None and _host_name(host).lower() not in self.host_allowlist:
+            await send_error(
+                send, 421, f"host {host!r} is not served: set both tokens, or add it to SESSION_MONITOR_ALLOWED_HOSTS"
+            )
             return
         method = scope["method"]
         if method in STATE_CHANGING:
@@ -80,12 +80,16 @@ class GuardMiddleware:
                 return
         length = _header(scope, b"content-length")
         if length is not None:
-            if not length.isdigit():
+            # isdigit() alone admits non-ASCII digits ("\xb2") that int() refuses, and a huge run of
+            # digits exceeds int()'s limit: both raised a 500.
+            if not (length.isascii() and length.isdigit()):
                 await send_error(send, 400, "invalid Content-Length header")
                 return
-            if int(length) > self.max_body_bytes:
+            declared = length.lstrip("0") or "0"
+            if len(declared) > 18 or int(declared) > self.max_body_bytes:
+                shown = declared if len(declared) <= 18 else "more than 10**18"
                 await send_error(
-                    send, 413, f"request body of {length} bytes exceeds the limit of {self.max_body_bytes} bytes"
+                    send, 413, f"request body of {shown} bytes exceeds the limit of {self.max_body_bytes} bytes"
                 )
                 return
         if method not in STATE_CHANGING:
@@ -126,7 +130,11 @@ class GuardMiddleware:
         if fetch_site is not None and fetch_site not in ("same-origin", "none"):
             return f"cross-site request refused (Sec-Fetch-Site: {fetch_site}); use the API from a client, not a page"
         if origin is not None and origin != "null":
-            if urlsplit(origin).netloc.lower() != host.lower():
+            try:
+                origin_netloc = urlsplit(origin).netloc
+            except ValueError:  # e.g. "http://[" (an unclosed IPv6 bracket) used to raise a 500
+                return "request with a malformed Origin header refused"
+            if origin_netloc.lower() != host.lower():
                 return f"cross-origin request from {origin!r} refused; add it to trusted_origins if intended"
         elif origin == "null":
             return "request with Origin: null refused"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -26,7 +27,8 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """Every server setting; each has an environment twin ``SESSION_MONITOR_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="SESSION_MONITOR_", extra="ignore")
+    # hide_input_in_errors: a refused token (e.g. too short) must not be echoed by `serve`'s error message.
+    model_config = SettingsConfigDict(env_prefix="SESSION_MONITOR_", extra="ignore", hide_input_in_errors=True)
 
     host: str = Field(default=defaults.API_HOST, description="Address the API binds to.")
     port: int = Field(default=defaults.API_PORT, ge=0, le=65535)
@@ -47,7 +49,18 @@ class Settings(BaseSettings):
     trusted_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to send state-changing requests."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host header names to answer (e.g. behind a reverse proxy) unless both tokens are set.",
+    )
     run_reaper: bool = Field(default=True, description="Run the reaper inside this server process.")
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("a PostgreSQL schema name: lower-case letters, digits and _, at most 63")
+        return value
 
     @field_validator("admin_token", "client_token")
     @classmethod
@@ -65,9 +78,19 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / defaults.SQLITE_FILENAME).resolve()}"
 
     @property
-    def loopback_only(self) -> bool:
-        """No token and no --insecure: only loopback clients with loopback Host headers are served."""
-        return self.admin_token is None and self.client_token is None and not self.insecure
+    def host_allowlist(self) -> frozenset[str] | None:
+        """Host header names this server answers, or ``None`` for any.
+
+        Unless both tokens are set (or --insecure), some endpoint is open, so a page on an attacker's
+        domain that resolves to this server (DNS rebinding) must get nothing: only loopback names, the
+        bind address and ``allowed_hosts`` are served.
+        """
+        if self.insecure or (self.admin_token is not None and self.client_token is not None):
+            return None
+        names = set(LOOPBACK_NAMES) | {h.lower() for h in self.allowed_hosts}
+        if self.host not in ("0.0.0.0", "::", ""):
+            names.add(self.host.lower())
+        return frozenset(names)
 
     def bind_problem(self) -> str | None:
         """Why binding to ``host`` would be unsafe, or ``None``."""

@@ -3,7 +3,9 @@
 SQLite: WAL journal (readers never block the writer), ``synchronous=NORMAL``
 (a commit survives a process crash; only an OS crash can lose the last
 commits), a busy timeout, and exactly one write connection that starts its
-transactions with ``BEGIN IMMEDIATE``. Reads use their own pooled connections.
+transactions with ``BEGIN IMMEDIATE``; the writer drives it from a worker thread
+(schema upgrades, before any write, use the async engine). Reads use their own
+pooled connections.
 
 Every write goes through :class:`BatchWriter`: concurrent writes are applied
 in one transaction and acknowledged only after it commits (group commit), so
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite statement waits for a lock held by another connection."""
@@ -45,17 +48,24 @@ def normalize_url(url: str) -> sa.URL:
     """Map ``sqlite:///`` and ``postgresql://`` URLs to the async drivers we use; create SQLite's folder."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"invalid database URL {url!r}: {exc}") from None
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        shown = _PASSWORD_RE.sub(r"\1***@", url)
+        raise ConfigError(
+            f"invalid database URL {shown!r}: {exc}; use sqlite:///PATH or postgresql://USER@HOST/DB"
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # SQLite does not expand ``~``: open the same file whose folder we create.
+            path = Path(parsed.database).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            parsed = parsed.set(database=str(path))
         return parsed
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
-    raise ConfigError(f"unsupported database {backend!r} in {url!r}: use sqlite:///PATH or postgresql://...")
+    shown = parsed.render_as_string(hide_password=True)
+    raise ConfigError(f"unsupported database {backend!r} in {shown!r}: use sqlite:///PATH or postgresql://...")
 
 
 @dataclass
@@ -75,6 +85,11 @@ def _run_ops(conn: sa.Connection, fns: list[Callable[[sa.Connection], Any]]) -> 
     return outcomes
 
 
+def _run_batch(engine: sa.Engine, fns: list[Callable[[sa.Connection], Any]]) -> list[tuple[bool, Any]]:
+    with engine.begin() as conn:
+        return _run_ops(conn, fns)
+
+
 @dataclass
 class BatchWriter:
     """The one write path: a task that applies queued writes in batches, one transaction per batch."""
@@ -82,6 +97,9 @@ class BatchWriter:
     engine: AsyncEngine
     max_batch: int = MAX_BATCH
     on_batch: Callable[[int], None] | None = None
+    sync_engine: sa.Engine | None = None
+    """When set (SQLite), each batch runs on it in a worker thread: one event-loop round trip per batch
+    instead of several per statement, so a busy loop (listing 10,000 sessions) no longer stalls commits."""
     _queue: asyncio.Queue[_Op | None] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
     _closed: bool = False
@@ -126,8 +144,11 @@ class BatchWriter:
 
     async def _apply(self, batch: list[_Op]) -> None:
         try:
-            async with self.engine.begin() as conn:
-                outcomes = await conn.run_sync(_run_ops, [op.fn for op in batch])
+            if self.sync_engine is not None:
+                outcomes = await asyncio.to_thread(_run_batch, self.sync_engine, [op.fn for op in batch])
+            else:
+                async with self.engine.begin() as conn:
+                    outcomes = await conn.run_sync(_run_ops, [op.fn for op in batch])
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0].future.done():
@@ -177,7 +198,18 @@ class Database:
             self.read_engine = create_async_engine(
                 self.url, echo=echo, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=connect_args
             )
-        self.writer = BatchWriter(self.write_engine)
+        self.sync_write_engine: sa.Engine | None = None
+        if self.dialect == "sqlite" and self.read_engine is not self.write_engine:
+            # The writer's own connection, driven from a worker thread (see BatchWriter.sync_engine).
+            self.sync_write_engine = sa.create_engine(
+                self.url.set(drivername="sqlite+pysqlite"),
+                echo=echo,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
+            _configure_sqlite(self.sync_write_engine, immediate=True)
+        self.writer = BatchWriter(self.write_engine, sync_engine=self.sync_write_engine)
 
     async def upgrade(self) -> list[int]:
         """Create or upgrade the schema in place; returns the versions applied."""
@@ -198,6 +230,8 @@ class Database:
 
     async def close(self) -> None:
         await self.writer.close()
+        if self.sync_write_engine is not None:
+            self.sync_write_engine.dispose()
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
@@ -207,10 +241,12 @@ class Database:
         return self.url.render_as_string(hide_password=True)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+def _configure_sqlite(engine: AsyncEngine | sa.Engine, *, immediate: bool) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
     # pysqlite's own transaction handling skips BEGIN for DDL and breaks SAVEPOINT;
     # take it over as SQLAlchemy's docs recommend, and make the writer's BEGIN IMMEDIATE.
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
@@ -222,7 +258,7 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql(begin)
 

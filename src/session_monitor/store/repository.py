@@ -7,6 +7,7 @@ an admin action and its audit entry commit in the same transaction.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,21 @@ class Actor:
 
 SYSTEM = Actor("reaper")
 
+LIST_PARTITION_ROWS = 500
+"""Rows a listing fetches and renders between two turns of the event loop."""
+
 _SESSION_COLUMNS = [c for c in sessions.c]
+_pick_session_fields = operator.itemgetter(
+    *(
+        [c.name for c in _SESSION_COLUMNS].index(name)
+        for name in (
+            "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "status", "current_task",
+            "kill_requested", "host", "pid", "task_started_at", "kill_requested_at", "kill_requested_by",
+            "kill_reason", "ended_at", "end_reason", "ended_by",
+        )
+    )
+)  # fmt: skip
+"""Picks the fields ``Store.session_dict`` renders from a row of ``_SESSION_COLUMNS``, by position."""
 
 
 def _audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target: str, **detail: Any) -> None:
@@ -74,39 +89,42 @@ class Store:
     # -- rendering --------------------------------------------------------------------------
 
     def session_dict(self, row: Any, now: datetime) -> dict[str, Any]:
-        """A row as the API shows it, with the computed fields."""
-        ended_at = row.ended_at
+        """A row of ``_SESSION_COLUMNS`` as the API shows it, with the computed fields."""
+        # Positional access: Row attribute lookups made up most of listing 10,000 sessions.
+        (sid, app_name, user_id, start_time, last_heartbeat, status, current_task, kill_requested, host, pid,
+         task_started_at, kill_requested_at, kill_requested_by, kill_reason, ended_at, end_reason, ended_by,
+         ) = _pick_session_fields(row)  # fmt: skip
         live = ended_at is None
-        is_stale = live and now - row.last_heartbeat > self.stale_after
+        is_stale = live and now - last_heartbeat > self.stale_after
         if not live:
             state = "ended"
         elif is_stale:
             state = "stale"
         else:
-            state = row.status
-        running_since = row.task_started_at if live and row.status == "running" else None
+            state = status
+        running_since = task_started_at if live and status == "running" else None
         return {
-            "session_id": row.session_id,
-            "app_name": row.app_name,
-            "user_id": row.user_id,
-            "start_time": row.start_time,
-            "last_heartbeat": row.last_heartbeat,
-            "duration_seconds": round(((ended_at or now) - row.start_time).total_seconds(), 3),
-            "status": row.status,
-            "current_task": row.current_task,
+            "session_id": sid,
+            "app_name": app_name,
+            "user_id": user_id,
+            "start_time": start_time,
+            "last_heartbeat": last_heartbeat,
+            "duration_seconds": round(((ended_at or now) - start_time).total_seconds(), 3),
+            "status": status,
+            "current_task": current_task,
             "is_stale": is_stale,
-            "kill_requested": bool(row.kill_requested),
+            "kill_requested": bool(kill_requested),
             "state": state,
-            "host": row.host,
-            "pid": row.pid,
-            "task_started_at": row.task_started_at,
+            "host": host,
+            "pid": pid,
+            "task_started_at": task_started_at,
             "task_seconds": round((now - running_since).total_seconds(), 3) if running_since else None,
-            "kill_requested_at": row.kill_requested_at,
-            "kill_requested_by": row.kill_requested_by,
-            "kill_reason": row.kill_reason,
+            "kill_requested_at": kill_requested_at,
+            "kill_requested_by": kill_requested_by,
+            "kill_reason": kill_reason,
             "ended_at": ended_at,
-            "end_reason": row.end_reason,
-            "ended_by": row.ended_by,
+            "end_reason": end_reason,
+            "ended_by": ended_by,
         }
 
     # -- session lifecycle (clients) ---------------------------------------------------------
@@ -337,15 +355,19 @@ class Store:
         if offset:
             query = query.offset(offset)
 
-        def fn(conn: sa.Connection) -> tuple[list[dict[str, Any]], int]:
-            rows = conn.execute(query).all()
+        count = sa.select(sa.func.count()).select_from(sessions).where(*cond)
+        rendered: list[dict[str, Any]] = []
+        # Streamed in partitions: fetching and rendering 10,000 rows in one go held the event loop,
+        # and every heartbeat waiting on it, for the whole listing. Between partitions others run.
+        async with self.db.read_engine.connect() as conn:
+            result = await conn.stream(query)
+            async for part in result.partitions(LIST_PARTITION_ROWS):
+                rendered.extend(self.session_dict(r, now) for r in part)
             if limit is None and not offset:
-                total = len(rows)
+                total = len(rendered)
             else:
-                total = int(conn.execute(sa.select(sa.func.count()).select_from(sessions).where(*cond)).scalar_one())
-            return [self.session_dict(r, now) for r in rows], total
-
-        return await self.db.read(fn)
+                total = int((await conn.execute(count)).scalar_one())
+        return rendered, total
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         now = self.clock()

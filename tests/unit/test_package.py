@@ -1,0 +1,129 @@
+"""The package's public face: light imports, exported names, typing marker, error hierarchy."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import session_monitor
+from session_monitor import errors
+
+SERVER_DEPENDENCIES = ("fastapi", "sqlalchemy", "uvicorn", "starlette")
+PACKAGE_DIR = Path(session_monitor.__file__).parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def modules_after_import(*modules: str) -> list[str]:
+    """Top-level names in ``sys.modules`` after importing ``modules`` in a fresh interpreter."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize("module", ["session_monitor", "session_monitor.client"])
+def test_client_side_imports_no_server_dependency(module: str) -> None:
+    loaded = modules_after_import(module)
+    assert "session_monitor" in loaded
+    assert [m for m in SERVER_DEPENDENCIES if m in loaded] == []
+
+
+def test_the_check_sees_server_dependencies_when_they_are_imported() -> None:
+    # The same probe on the server package must find them, or the test above proves nothing.
+    loaded = modules_after_import("session_monitor.server", "uvicorn")
+    assert [m for m in SERVER_DEPENDENCIES if m in loaded] == list(SERVER_DEPENDENCIES)
+
+
+def _public_names(module: ModuleType) -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if (not name.startswith("_") or name == "__version__")
+        and not isinstance(value, ModuleType)  # submodules appear as attributes once imported
+        and type(value).__module__ != "__future__"  # ``from __future__ import annotations``
+    )
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert session_monitor.__all__ == _public_names(session_monitor)
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert session_monitor.__all__ == sorted(set(session_monitor.__all__))
+
+
+def test_version_is_a_version_string() -> None:
+    parts = session_monitor.__version__.split(".")
+    assert len(parts) >= 2 and all(p.isdigit() for p in parts[:2])
+
+
+def test_py_typed_is_shipped() -> None:
+    marker = PACKAGE_DIR / "py.typed"
+    assert marker.is_file()
+    # The wheel is built from the package folder, and hatch leaves out git-ignored files.
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert "src/session_monitor" in pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert "Typing :: Typed" in pyproject["project"]["classifiers"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(marker)], cwd=REPO_ROOT, capture_output=True, timeout=30
+    ).returncode
+    assert ignored == 1, "py.typed is git-ignored (0) or git could not tell (128)"
+
+
+def test_client_package_is_a_real_package() -> None:
+    assert (PACKAGE_DIR / "client" / "__init__.py").is_file()
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(errors.ConfigError, ValueError)
+    assert issubclass(errors.ConfigError, errors.SessionMonitorError)
+    with pytest.raises(ValueError):
+        raise errors.ConfigError("bad")
+
+
+def test_session_ended_is_a_session_not_found() -> None:
+    assert issubclass(errors.SessionEnded, errors.SessionNotFound)
+    exc = errors.SessionEnded("abc", "killed")
+    assert isinstance(exc, errors.SessionNotFound)
+    assert exc.session_id == "abc" and exc.end_reason == "killed"
+    assert "abc" in str(exc) and "killed" in str(exc)
+    assert errors.SessionNotFound("abc").session_id == "abc"
+
+
+def test_every_error_derives_from_session_monitor_error() -> None:
+    classes = [
+        value
+        for value in vars(errors).values()
+        if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == errors.__name__
+    ]
+    assert {c.__name__ for c in classes} >= {
+        "SessionMonitorError",
+        "ConfigError",
+        "ServerUnavailable",
+        "AuthError",
+        "SessionNotFound",
+        "SessionEnded",
+    }
+    for cls in classes:
+        assert issubclass(cls, errors.SessionMonitorError), cls
+    assert issubclass(errors.SessionMonitorError, Exception)
+
+
+def test_exported_errors_are_the_errors_module_classes() -> None:
+    for name in ("ConfigError", "ServerUnavailable", "SessionMonitorError", "SessionNotFound"):
+        assert getattr(session_monitor, name) is getattr(errors, name)
