@@ -38,6 +38,18 @@ AUDIT_RETENTION_S = 90 * 24 * 3600.0
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body the server accepts; larger ones get 413."""
 
+MAX_SYNC_BODY_BYTES = 16 * 1024 * 1024
+"""Largest agent sync body: a full sync of 20,000 sessions fits."""
+
+SYNC_INTERVAL_S = 5.0
+"""Agents sync (and so heartbeat all their sessions) this often; status changes go out within ``FLUSH_DELAY_S``."""
+
+FLUSH_DELAY_S = 0.25
+"""An agent pushes a change (new session, status, end) at most this long after it happened."""
+
+LONG_POLL_S = 25.0
+"""How long an agent's command long-poll is held open by the server."""
+
 CLEANUP_OLDER_THAN_MINUTES = 10
 """Default of ``DELETE /sessions/stale?older_than_minutes=`` (the prototype's)."""
 

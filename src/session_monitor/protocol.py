@@ -134,6 +134,7 @@ class SessionOut(BaseModel):
     ended_at: datetime | None
     end_reason: str | None
     ended_by: str | None
+    agent_id: str | None = Field(description="The agent (Panel process) tracking it; null for prototype clients.")
 
 
 class SessionList(BaseModel):
@@ -168,3 +169,107 @@ class ErrorBody(BaseModel):
 
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+# -- agent protocol: one agent per Panel process --------------------------------------------------------------------
+
+AGENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+MAX_SYNC_SESSIONS = 20_000
+"""Most sessions (or ends) one sync request may carry."""
+
+KILL = "kill"
+"""Command kind: end the session now (``on_kill`` callbacks, websockets closed, session destroyed)."""
+
+AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
+SessionIdField = Annotated[str, Field(min_length=1, max_length=MAX_SESSION_ID, pattern=SESSION_ID_PATTERN)]
+ShortText = Annotated[str, Field(max_length=64), AfterValidator(_printable)]
+CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(_printable)]
+
+
+class AgentInfo(_Request):
+    """Facts about the Panel process an agent lives in (the system status view)."""
+
+    host: HostName
+    pid: Pid
+    command: CommandLine = ""
+    versions: dict[ShortText, ShortText] = Field(default_factory=dict, max_length=16)
+    cpu_percent: float | None = Field(default=None, ge=0, le=100_000)
+    rss_bytes: int | None = Field(default=None, ge=0, le=2**50)
+    started_at: datetime
+
+
+class TrackedSession(_Request):
+    """A live session's current state as its agent knows it."""
+
+    session_id: SessionIdField
+    app_name: AppName
+    user_id: UserId | None = None
+    status: Status = "idle"
+    current_task: TaskName | None = None
+    task_started_at: datetime | None = None
+    started_at: datetime
+
+
+class SessionEnd(_Request):
+    session_id: SessionIdField
+    reason: EndReason
+    ended_at: datetime
+
+
+class SyncRequest(_Request):
+    """``POST /agents/{agent_id}/sync``: everything that changed since the last sync, in one request.
+
+    Every sync is also the heartbeat of all the agent's live sessions. ``full`` says ``sessions``
+    holds every live session of the agent: the server then ends those it has and the agent does not.
+    ``exiting`` says the process is going away: its remaining sessions end as ``process_exit``.
+    """
+
+    agent: AgentInfo
+    full: bool = False
+    exiting: bool = False
+    sessions: list[TrackedSession] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
+    ended: list[SessionEnd] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
+
+
+class Command(BaseModel):
+    """An order for an agent. ``id`` 0 marks one derived from stored intent rather than the queue."""
+
+    id: int
+    kind: str
+    session_id: str
+    reason: str | None = None
+    actor: str | None = None
+
+
+class SyncResponse(BaseModel):
+    resync: bool = Field(description="The server did not know this agent (new database): send a full sync now.")
+    commands: list[Command] = Field(description="Kills pending for this agent's sessions (the fallback path).")
+    sync_interval_s: float
+    server_time: datetime
+
+
+class CommandBatch(BaseModel):
+    """``GET /agents/{agent_id}/commands``: commands after the agent's cursor; pass ``cursor`` back next time."""
+
+    commands: list[Command]
+    cursor: int
+
+
+class AgentOut(BaseModel):
+    agent_id: str
+    host: str
+    pid: int
+    command: str
+    versions: dict[str, str]
+    cpu_percent: float | None
+    rss_bytes: int | None
+    started_at: datetime
+    last_seen: datetime
+    exited_at: datetime | None
+    session_count: int
+    apps: list[str]
+    is_stale: bool
+
+
+class AgentList(BaseModel):
+    agents: list[AgentOut]

@@ -17,12 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from session_monitor import __version__
 from session_monitor.errors import SessionNotFound
+from session_monitor.server.commands import CommandHub
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
-from session_monitor.server.routes import admin, health, sessions
+from session_monitor.server.routes import admin, agents, health, sessions
 from session_monitor.server.security import GuardMiddleware
 from session_monitor.server.settings import Settings
 from session_monitor.store import Database, Store
+from session_monitor.store.agents import AgentStore
 from session_monitor.store.repository import utcnow
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             raise
         store = Store(db, stale_after_s=settings.stale_after_s, clock=clock)
         app.state.store = store
+        app.state.agent_store = agent_store = AgentStore(store)
         logger.info("session monitor %s using %s", __version__, db.describe())
         stop = asyncio.Event()
         reaper: asyncio.Task[None] | None = None
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             reaper = asyncio.create_task(
                 run_reaper(
                     store,
+                    agent_store=agent_store,
                     interval_s=settings.reaper_interval_s,
                     stop=stop,
                     expire_after_s=settings.expire_after_s,
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         try:
             yield
         finally:
+            hub.close()
             stop.set()
             if reaper is not None:
                 await reaper
@@ -124,13 +129,16 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app = FastAPI(title="panel-session-monitor", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.hub = hub = CommandHub()
     _install_error_handlers(app)
     app.include_router(sessions.router)
+    app.include_router(agents.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        max_sync_body_bytes=settings.max_sync_body_bytes,
         trusted_origins=frozenset(settings.trusted_origins),
         host_allowlist=settings.host_allowlist,
     )

@@ -11,10 +11,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from session_monitor.protocol import MAX_ACTOR, _printable
+from session_monitor.server.commands import CommandHub
 from session_monitor.server.metrics import Metrics
 from session_monitor.server.security import Principal, bearer, client_addr, token_matches
 from session_monitor.server.settings import Settings
 from session_monitor.store import Store
+from session_monitor.store.agents import AgentStore
 from session_monitor.store.repository import Actor
 
 ACTOR_HEADER = "x-session-monitor-actor"
@@ -23,6 +25,16 @@ ACTOR_HEADER = "x-session-monitor-actor"
 async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
+
+
+async def get_agent_store(request: Request) -> AgentStore:
+    agent_store: AgentStore = request.app.state.agent_store
+    return agent_store
+
+
+async def get_hub(request: Request) -> CommandHub:
+    hub: CommandHub = request.app.state.hub
+    return hub
 
 
 def get_settings(request: Request) -> Settings:
@@ -100,6 +112,8 @@ def as_actor(principal: Principal) -> Actor:
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
+AgentStoreDep = Annotated[AgentStore, Depends(get_agent_store)]
+HubDep = Annotated[CommandHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Annotated[Principal, Depends(require_admin)]

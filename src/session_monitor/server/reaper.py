@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from session_monitor.store.agents import COMMAND_RETENTION, AgentStore
 from session_monitor.store.repository import SYSTEM, Store
 
 logger = logging.getLogger(__name__)
@@ -22,10 +23,19 @@ class ReapResult:
 
 
 async def reap_once(
-    store: Store, *, expire_after_s: float, history_retention_s: float, audit_retention_s: float
+    store: Store,
+    *,
+    expire_after_s: float,
+    history_retention_s: float,
+    audit_retention_s: float,
+    agent_store: AgentStore | None = None,
 ) -> ReapResult:
     """One pass at ``store.clock()``: tests call this directly and move the clock instead of sleeping."""
     now = store.clock()
+    if agent_store is not None:
+        await agent_store.purge(
+            commands_before=now - COMMAND_RETENTION, agents_before=now - timedelta(seconds=history_retention_s)
+        )
     expired = await store.end_silent_sessions(timedelta(seconds=expire_after_s), SYSTEM, audit=False)
     history, audit = await store.purge(
         history_before=now - timedelta(seconds=history_retention_s),
@@ -45,6 +55,7 @@ async def run_reaper(
     history_retention_s: float,
     audit_retention_s: float,
     on_result: Callable[[ReapResult], None] | None = None,
+    agent_store: AgentStore | None = None,
 ) -> None:
     """First pass at once, then one every ``interval_s``, compensating for the time a pass takes."""
     next_at = time.monotonic()
@@ -55,6 +66,7 @@ async def run_reaper(
                 expire_after_s=expire_after_s,
                 history_retention_s=history_retention_s,
                 audit_retention_s=audit_retention_s,
+                agent_store=agent_store,
             )
             if on_result is not None:
                 on_result(result)

@@ -59,6 +59,7 @@ class GuardMiddleware:
 
     app: ASGIApp
     max_body_bytes: int
+    max_sync_body_bytes: int
     trusted_origins: frozenset[str]
     host_allowlist: frozenset[str] | None
 
@@ -78,6 +79,11 @@ class GuardMiddleware:
             if problem:
                 await send_error(send, 403, problem)
                 return
+        # An agent's full sync carries every session of its process: it gets a larger limit.
+        path = scope.get("path", "")
+        limit = (
+            self.max_sync_body_bytes if path.startswith("/agents/") and path.endswith("/sync") else self.max_body_bytes
+        )
         length = _header(scope, b"content-length")
         if length is not None:
             # isdigit() alone admits non-ASCII digits ("\xb2") that int() refuses, and a huge run of
@@ -86,11 +92,9 @@ class GuardMiddleware:
                 await send_error(send, 400, "invalid Content-Length header")
                 return
             declared = length.lstrip("0") or "0"
-            if len(declared) > 18 or int(declared) > self.max_body_bytes:
+            if len(declared) > 18 or int(declared) > limit:
                 shown = declared if len(declared) <= 18 else "more than 10**18"
-                await send_error(
-                    send, 413, f"request body of {shown} bytes exceeds the limit of {self.max_body_bytes} bytes"
-                )
+                await send_error(send, 413, f"request body of {shown} bytes exceeds the limit of {limit} bytes")
                 return
         if method not in STATE_CHANGING:
             await self.app(scope, receive, send)
@@ -104,8 +108,8 @@ class GuardMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await send_error(send, 413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            if size > limit:
+                await send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=defaults.REAPER_INTERVAL_S, gt=0)
     history_retention_s: float = Field(default=defaults.HISTORY_RETENTION_S, gt=0)
     audit_retention_s: float = Field(default=defaults.AUDIT_RETENTION_S, gt=0)
+    sync_interval_s: float = Field(
+        default=defaults.SYNC_INTERVAL_S, gt=0, le=60, description="How often agents sync (they are told)."
+    )
+    max_sync_body_bytes: int = Field(
+        default=defaults.MAX_SYNC_BODY_BYTES, ge=1024, description="Body limit of an agent sync."
+    )
     max_body_bytes: int = Field(default=defaults.MAX_BODY_BYTES, ge=1024)
     trusted_origins: list[str] = Field(
         default_factory=list, description="Browser origins allowed to send state-changing requests."

@@ -91,10 +91,45 @@ def _v3_audit(conn: sa.Connection) -> None:
     ).create(conn)
 
 
+def _v4_agents(conn: sa.Connection) -> None:
+    """One agent per Panel process: its facts, the sessions it tracks, and the commands queued for it."""
+    meta = sa.MetaData()
+    sa.Table(
+        "agents",
+        meta,
+        sa.Column("agent_id", sa.String(64), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("command", sa.String(1000), nullable=False),
+        sa.Column("versions", sa.JSON(), nullable=False),
+        sa.Column("cpu_percent", sa.Float()),
+        sa.Column("rss_bytes", sa.BigInteger()),
+        sa.Column("started_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen", UTCDateTime(), nullable=False),
+        sa.Column("exited_at", UTCDateTime()),
+        sa.Index("ix_agents_last_seen", "last_seen"),
+    ).create(conn)
+    sa.Table(
+        "commands",
+        meta,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("agent_id", sa.String(64), nullable=False),
+        sa.Column("session_id", sa.String(128), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("reason", sa.String(500)),
+        sa.Column("actor", sa.String(100), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Index("ix_commands_agent", "agent_id", "id"),
+    ).create(conn)
+    conn.exec_driver_sql("ALTER TABLE sessions ADD COLUMN agent_id VARCHAR(64)")
+    conn.exec_driver_sql("CREATE INDEX ix_sessions_agent ON sessions (agent_id, ended_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions table (prototype shape)", _v1_sessions),
     Migration(2, "history, placement and kill intent columns", _v2_history),
     Migration(3, "audit log", _v3_audit),
+    Migration(4, "agents and their command queue", _v4_agents),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -56,6 +56,8 @@ class SessionRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     end_reason: Mapped[str | None] = mapped_column(sa.String(32))
     ended_by: Mapped[str | None] = mapped_column(sa.String(100))
+    # v4
+    agent_id: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class AuditRow(Base):
@@ -72,5 +74,38 @@ class AuditRow(Base):
     remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
 
 
+class AgentRow(Base):
+    """One client agent, i.e. one Panel server process."""
+
+    __tablename__ = "agents"
+
+    agent_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer())
+    command: Mapped[str] = mapped_column(sa.String(1000))
+    versions: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    cpu_percent: Mapped[float | None] = mapped_column(sa.Float())
+    rss_bytes: Mapped[int | None] = mapped_column(sa.BigInteger())
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CommandRow(Base):
+    """A command for an agent (a kill), kept until the agent has had time to fetch it."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(64))
+    session_id: Mapped[str] = mapped_column(sa.String(128))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str | None] = mapped_column(sa.String(500))
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 sessions: sa.Table = SessionRow.__table__  # type: ignore[assignment]
 audit_log: sa.Table = AuditRow.__table__  # type: ignore[assignment]
+agents: sa.Table = AgentRow.__table__  # type: ignore[assignment]
+commands: sa.Table = CommandRow.__table__  # type: ignore[assignment]

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from session_monitor.errors import SessionEnded, SessionNotFound
 from session_monitor.store.engine import Database
-from session_monitor.store.models import AuditRow, SessionRow, audit_log, sessions
+from session_monitor.store.models import AuditRow, SessionRow, audit_log, commands, sessions
 
 
 def utcnow() -> datetime:
@@ -56,7 +56,7 @@ _pick_session_fields = operator.itemgetter(
         for name in (
             "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "status", "current_task",
             "kill_requested", "host", "pid", "task_started_at", "kill_requested_at", "kill_requested_by",
-            "kill_reason", "ended_at", "end_reason", "ended_by",
+            "kill_reason", "ended_at", "end_reason", "ended_by", "agent_id",
         )
     )
 )  # fmt: skip
@@ -69,6 +69,25 @@ def _audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target
             at=now, actor=actor.name, action=action, target=target[:300], detail=detail, remote_addr=actor.remote_addr
         )
     )
+
+
+@dataclass(frozen=True)
+class KillAllOutcome:
+    killed_count: int
+    agent_ids: frozenset[str]
+
+
+def _queue_kills(
+    conn: sa.Connection, targets: list[tuple[str, str | None]], reason: str | None, actor: Actor, now: datetime
+) -> None:
+    """Queue a kill command for each session tracked by an agent (prototype clients learn it by heartbeat)."""
+    values = [
+        {"agent_id": agent, "session_id": sid, "kind": "kill", "reason": reason, "actor": actor.name, "created_at": now}
+        for sid, agent in targets
+        if agent
+    ]
+    if values:
+        conn.execute(commands.insert(), values)
 
 
 def _raise_missing(conn: sa.Connection, session_id: str) -> None:
@@ -93,7 +112,7 @@ class Store:
         # Positional access: Row attribute lookups made up most of listing 10,000 sessions.
         (sid, app_name, user_id, start_time, last_heartbeat, status, current_task, kill_requested, host, pid,
          task_started_at, kill_requested_at, kill_requested_by, kill_reason, ended_at, end_reason, ended_by,
-         ) = _pick_session_fields(row)  # fmt: skip
+         agent_id) = _pick_session_fields(row)  # fmt: skip
         live = ended_at is None
         is_stale = live and now - last_heartbeat > self.stale_after
         if not live:
@@ -125,6 +144,7 @@ class Store:
             "ended_at": ended_at,
             "end_reason": end_reason,
             "ended_by": ended_by,
+            "agent_id": agent_id,
         }
 
     # -- session lifecycle (clients) ---------------------------------------------------------
@@ -231,6 +251,7 @@ class Store:
     # -- admin actions ------------------------------------------------------------------------
 
     async def request_kill(self, session_id: str, actor: Actor, reason: str | None) -> dict[str, Any]:
+        """Store the kill intent (and queue a command for the session's agent); returns the session."""
         now = self.clock()
         c = sessions.c
 
@@ -249,17 +270,19 @@ class Store:
             if row is None:
                 _raise_missing(conn, session_id)
             assert row is not None
+            _queue_kills(conn, [(row.session_id, row.agent_id)], reason, actor, now)
             _audit(conn, now, actor, "kill", session_id, app_name=row.app_name, reason=reason)
             return self.session_dict(row, now)
 
         return await self.db.write(op)
 
-    async def request_kill_app(self, app_name: str, actor: Actor, reason: str | None) -> int:
+    async def request_kill_app(self, app_name: str, actor: Actor, reason: str | None) -> KillAllOutcome:
+        """Kill intent for every live session of the app; returns how many and which agents to wake."""
         now = self.clock()
         c = sessions.c
 
-        def op(conn: sa.Connection) -> int:
-            count = conn.execute(
+        def op(conn: sa.Connection) -> KillAllOutcome:
+            rows = conn.execute(
                 sessions.update()
                 .where(c.app_name == app_name, c.ended_at.is_(None))
                 .values(
@@ -268,9 +291,11 @@ class Store:
                     kill_requested_by=actor.name,
                     kill_reason=reason,
                 )
-            ).rowcount
-            _audit(conn, now, actor, "kill_all", app_name, killed_count=count, reason=reason)
-            return int(count)
+                .returning(c.session_id, c.agent_id)
+            ).all()
+            _queue_kills(conn, [(r.session_id, r.agent_id) for r in rows], reason, actor, now)
+            _audit(conn, now, actor, "kill_all", app_name, killed_count=len(rows), reason=reason)
+            return KillAllOutcome(len(rows), frozenset(r.agent_id for r in rows if r.agent_id))
 
         return await self.db.write(op)
 

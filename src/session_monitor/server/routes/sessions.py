@@ -24,7 +24,7 @@ from session_monitor.protocol import (
     StatusUpdate,
     _printable,
 )
-from session_monitor.server.deps import AdminDep, ClientDep, EnderDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.deps import AdminDep, ClientDep, EnderDep, HubDep, MetricsDep, StoreDep, as_actor
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
@@ -122,12 +122,17 @@ async def update_status(session_id: SessionId, body: StatusUpdate, store: StoreD
 async def kill_session(
     session_id: SessionId,
     store: StoreDep,
+    hub: HubDep,
     metrics: MetricsDep,
     principal: AdminDep,
     body: Annotated[KillRequest | None, Body()] = None,
 ) -> StatusResponse:
     """Ask a session to end; its client learns it on its next contact. Recorded in the audit log."""
-    await store.request_kill(checked_session_id(session_id), as_actor(principal), body.reason if body else None)
+    session = await store.request_kill(
+        checked_session_id(session_id), as_actor(principal), body.reason if body else None
+    )
+    if session["agent_id"]:
+        hub.notify([session["agent_id"]])
     metrics.kills.labels("session").inc()
     return StatusResponse(status="kill_requested")
 
@@ -140,11 +145,13 @@ async def kill_all_sessions(
         AfterValidator(_printable),
     ],
     store: StoreDep,
+    hub: HubDep,
     metrics: MetricsDep,
     principal: AdminDep,
     body: Annotated[KillRequest | None, Body()] = None,
 ) -> KillAllResponse:
     """Ask every live session of the app to end; returns how many. Recorded in the audit log."""
-    count = await store.request_kill_app(app_name, as_actor(principal), body.reason if body else None)
-    metrics.kills.labels("app").inc(count)
-    return KillAllResponse(killed_count=count)
+    outcome = await store.request_kill_app(app_name, as_actor(principal), body.reason if body else None)
+    hub.notify(outcome.agent_ids)
+    metrics.kills.labels("app").inc(outcome.killed_count)
+    return KillAllResponse(killed_count=outcome.killed_count)

@@ -1,0 +1,85 @@
+"""The agent protocol: one batched sync per process and interval, and a long-poll that delivers kills at once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from session_monitor.protocol import AGENT_ID_PATTERN, AgentList, CommandBatch, SyncRequest, SyncResponse
+from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
+from session_monitor.server.routes._common import JSONBytes
+
+router = APIRouter(tags=["agents"])
+
+MAX_WAIT_S = 60.0
+"""Longest a command long-poll is held open."""
+
+AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="The agent's id (one per Panel process).")]
+
+
+@router.post("/agents/{agent_id}/sync", response_model=SyncResponse, summary="Agent sync (batched)")
+async def sync(
+    agent_id: AgentIdPath,
+    body: SyncRequest,
+    agent_store: AgentStoreDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    _: ClientDep,
+) -> JSONBytes:
+    """Upsert the sessions that changed, end those that ended, and heartbeat every live session of the agent.
+
+    The answer carries the kills still pending for the agent's sessions (the fallback if a long-poll missed
+    one) and ``resync: true`` when the server did not know the agent: the agent then sends a full sync.
+    """
+    result = await agent_store.sync(agent_id, body)
+    metrics.heartbeats.inc()
+    for end in body.ended:
+        metrics.sessions_ended.labels(end.reason).inc()
+    return JSONBytes(
+        {
+            "resync": result.resync,
+            "commands": result.commands,
+            "sync_interval_s": settings.sync_interval_s,
+            "server_time": agent_store.store.clock(),
+        }
+    )
+
+
+@router.get("/agents/{agent_id}/commands", response_model=CommandBatch, summary="Commands for an agent (long-poll)")
+async def commands(
+    agent_id: AgentIdPath,
+    agent_store: AgentStoreDep,
+    hub: HubDep,
+    _: ClientDep,
+    after: Annotated[int, Query(ge=0, le=2**62, description="The cursor of the previous answer.")] = 0,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request open.")] = 0,
+) -> JSONBytes:
+    """Commands queued after ``after``; with ``wait``, held open until one arrives or ``wait`` runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    event = hub.subscribe(agent_id)
+    try:
+        while True:
+            found, cursor = await agent_store.fetch_commands(agent_id, after)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0 or hub.closing:
+                return JSONBytes({"commands": found, "cursor": cursor})
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                pass
+            event.clear()
+    finally:
+        hub.unsubscribe(agent_id)
+
+
+@router.get("/agents", response_model=AgentList, summary="Agents (Panel processes): system status")
+async def list_agents(
+    agent_store: AgentStoreDep,
+    _: AdminDep,
+    include_exited: Annotated[bool, Query(description="Also list processes that have exited.")] = False,
+) -> JSONBytes:
+    """One row per Panel process: host, pid, command, versions, CPU, RSS, sessions and apps, last seen."""
+    return JSONBytes({"agents": await agent_store.list_agents(include_exited=include_exited)})

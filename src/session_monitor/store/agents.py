@@ -1,0 +1,239 @@
+"""SQL of the agent protocol: agents, their sessions' batched state, and the command queue.
+
+One sync is one write transaction whatever the number of sessions it carries:
+an upsert of the sessions that changed, one UPDATE that heartbeats all the
+agent's live sessions, the ends, and a read of the kills still pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from session_monitor.protocol import KILL, SyncRequest
+from session_monitor.store.models import agents, commands, sessions
+from session_monitor.store.repository import Store
+
+_CHUNK = 500
+"""Rows per multi-row statement (SQLite allows 32,766 bound parameters)."""
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    resync: bool
+    commands: list[dict[str, Any]]
+
+
+class AgentStore:
+    """Agents and the command queue, over the same database and clock as the session :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    async def sync(self, agent_id: str, req: SyncRequest) -> SyncResult:
+        now = self.store.clock()
+        c = sessions.c
+
+        def op(conn: sa.Connection) -> SyncResult:
+            existed = conn.execute(sa.select(agents.c.agent_id).where(agents.c.agent_id == agent_id)).first()
+            info = req.agent
+            facts = {
+                "host": info.host,
+                "pid": info.pid,
+                "command": info.command,
+                "versions": info.versions,
+                "cpu_percent": info.cpu_percent,
+                "rss_bytes": info.rss_bytes,
+                "last_seen": now,
+                "exited_at": now if req.exiting else None,
+            }
+            stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
+            conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
+
+            for chunk in _chunks(req.sessions):
+                rows = [
+                    {
+                        "session_id": s.session_id,
+                        "app_name": s.app_name,
+                        "user_id": s.user_id,
+                        "status": s.status,
+                        "current_task": s.current_task,
+                        "task_started_at": s.task_started_at,
+                        "start_time": min(s.started_at, now),
+                        "last_heartbeat": now,
+                        "kill_requested": False,
+                        "host": info.host,
+                        "pid": info.pid,
+                        "agent_id": agent_id,
+                    }
+                    for s in chunk
+                ]
+                stmt = _insert(conn, sessions).values(rows)
+                ex = stmt.excluded
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[c.session_id],
+                        set_={
+                            "app_name": ex.app_name,
+                            "user_id": ex.user_id,
+                            "status": ex.status,
+                            "current_task": ex.current_task,
+                            "task_started_at": ex.task_started_at,
+                            "host": ex.host,
+                            "pid": ex.pid,
+                            "agent_id": ex.agent_id,
+                            "last_heartbeat": now,
+                            # A session the reaper expired while its agent was cut off is alive after all.
+                            "ended_at": None,
+                            "end_reason": None,
+                            "ended_by": None,
+                        },
+                        # Never revive a session that was killed or ended for another reason.
+                        where=sa.or_(c.ended_at.is_(None), c.end_reason == "expired"),
+                    )
+                )
+            live_of_agent = sa.and_(c.agent_id == agent_id, c.ended_at.is_(None))
+            if req.full:
+                # Sessions the agent no longer has (their end was lost): the upsert above just stamped the others.
+                conn.execute(
+                    sessions.update()
+                    .where(live_of_agent, c.last_heartbeat < now)
+                    .values(
+                        ended_at=now, end_reason=sa.case((c.kill_requested, "killed"), else_="closed"), ended_by="agent"
+                    )
+                )
+            conn.execute(sessions.update().where(live_of_agent).values(last_heartbeat=now))
+            if req.ended:
+                conn.execute(
+                    sessions.update()
+                    .where(
+                        c.session_id == sa.bindparam("sid"),
+                        c.ended_at.is_(None),
+                        sa.or_(c.agent_id == agent_id, c.agent_id.is_(None)),
+                    )
+                    .values(
+                        ended_at=sa.bindparam("at"),
+                        ended_by="agent",
+                        end_reason=sa.case((c.kill_requested, "killed"), else_=sa.bindparam("reason")),
+                    ),
+                    [{"sid": e.session_id, "at": min(e.ended_at, now), "reason": e.reason} for e in req.ended],
+                )
+            if req.exiting:
+                conn.execute(
+                    sessions.update()
+                    .where(live_of_agent)
+                    .values(
+                        ended_at=now,
+                        ended_by="agent",
+                        end_reason=sa.case((c.kill_requested, "killed"), else_="process_exit"),
+                    )
+                )
+            return SyncResult(resync=existed is None and not req.full, commands=self._pending(conn, agent_id, req))
+
+        return await self.db.write(op)
+
+    @staticmethod
+    def _pending(conn: sa.Connection, agent_id: str, req: SyncRequest) -> list[dict[str, Any]]:
+        """Kills still to carry out: stored intent on live sessions, and sessions reported that were killed."""
+        c = sessions.c
+        found = list(
+            conn.execute(
+                sa.select(c.session_id, c.kill_reason, c.kill_requested_by).where(
+                    c.agent_id == agent_id, c.ended_at.is_(None), c.kill_requested
+                )
+            ).all()
+        )
+        for chunk in _chunks([s.session_id for s in req.sessions]):
+            found += conn.execute(
+                sa.select(c.session_id, c.kill_reason, c.kill_requested_by).where(
+                    c.session_id.in_(chunk), c.end_reason == "killed"
+                )
+            ).all()
+        return [
+            {"id": 0, "kind": KILL, "session_id": sid, "reason": reason, "actor": actor}
+            for sid, reason, actor in dict.fromkeys(found)
+        ]
+
+    async def fetch_commands(self, agent_id: str, after: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+        """Queued commands with ``id > after``; the cursor to pass next (reset if the queue was recreated)."""
+        q = commands.c
+
+        def fn(conn: sa.Connection) -> tuple[list[dict[str, Any]], int]:
+            rows = (
+                conn.execute(
+                    sa.select(q.id, q.kind, q.session_id, q.reason, q.actor)
+                    .where(q.agent_id == agent_id, q.id > after)
+                    .order_by(q.id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+            if rows:
+                return [dict(r) for r in rows], int(rows[-1]["id"])
+            newest = conn.execute(sa.select(sa.func.max(q.id))).scalar_one() or 0
+            # A cursor beyond the newest id means the database was recreated: start over from its newest.
+            return [], min(after, int(newest))
+
+        return await self.db.read(fn)
+
+    async def list_agents(self, *, include_exited: bool = False) -> list[dict[str, Any]]:
+        now = self.store.clock()
+        stale_after = self.store.stale_after
+        c = sessions.c
+
+        def fn(conn: sa.Connection) -> list[dict[str, Any]]:
+            query = sa.select(agents).order_by(agents.c.host, agents.c.pid)
+            if not include_exited:
+                query = query.where(agents.c.exited_at.is_(None))
+            rows = conn.execute(query).mappings().all()
+            counts: dict[str, dict[str, int]] = {}
+            for agent, app, n in conn.execute(
+                sa.select(c.agent_id, c.app_name, sa.func.count())
+                .where(c.agent_id.is_not(None), c.ended_at.is_(None))
+                .group_by(c.agent_id, c.app_name)
+            ).all():
+                counts.setdefault(agent, {})[app] = int(n)
+            out = []
+            for r in rows:
+                apps = counts.get(r["agent_id"], {})
+                out.append(
+                    {
+                        **dict(r),
+                        "session_count": sum(apps.values()),
+                        "apps": sorted(apps),
+                        "is_stale": r["exited_at"] is None and now - r["last_seen"] > stale_after,
+                    }
+                )
+            return out
+
+        return await self.db.read(fn)
+
+    async def purge(self, *, commands_before: datetime, agents_before: datetime) -> tuple[int, int]:
+        """Drop commands nobody will fetch any more and agents gone for longer than the history is kept."""
+
+        def op(conn: sa.Connection) -> tuple[int, int]:
+            n_cmd = conn.execute(commands.delete().where(commands.c.created_at < commands_before)).rowcount
+            n_agents = conn.execute(agents.delete().where(agents.c.last_seen < agents_before)).rowcount
+            return int(n_cmd), int(n_agents)
+
+        return await self.db.write(op)
+
+
+COMMAND_RETENTION = timedelta(days=1)
+"""Queued commands are kept this long; an agent away longer gets its kills from the stored intent instead."""
