@@ -7,7 +7,6 @@ an admin action and its audit entry commit in the same transaction.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from session_monitor.errors import SessionEnded, SessionNotFound
 from session_monitor.store.engine import Database
 from session_monitor.store.models import AuditRow, SessionRow, audit_log, commands, sessions
+from session_monitor.store.render import SessionRenderer
 
 
 def utcnow() -> datetime:
@@ -48,19 +48,6 @@ SYSTEM = Actor("reaper")
 
 LIST_PARTITION_ROWS = 500
 """Rows a listing fetches and renders between two turns of the event loop."""
-
-_SESSION_COLUMNS = [c for c in sessions.c]
-_pick_session_fields = operator.itemgetter(
-    *(
-        [c.name for c in _SESSION_COLUMNS].index(name)
-        for name in (
-            "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "status", "current_task",
-            "kill_requested", "host", "pid", "task_started_at", "kill_requested_at", "kill_requested_by",
-            "kill_reason", "ended_at", "end_reason", "ended_by", "agent_id",
-        )
-    )
-)  # fmt: skip
-"""Picks the fields ``Store.session_dict`` renders from a row of ``_SESSION_COLUMNS``, by position."""
 
 
 def _audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target: str, **detail: Any) -> None:
@@ -104,48 +91,14 @@ class Store:
         self.db = db
         self.stale_after = timedelta(seconds=stale_after_s)
         self.clock = clock
+        self._render = SessionRenderer(db.dialect, self.stale_after)
+        self.columns = self._render.columns
 
     # -- rendering --------------------------------------------------------------------------
 
     def session_dict(self, row: Any, now: datetime) -> dict[str, Any]:
-        """A row of ``_SESSION_COLUMNS`` as the API shows it, with the computed fields."""
-        # Positional access: Row attribute lookups made up most of listing 10,000 sessions.
-        (sid, app_name, user_id, start_time, last_heartbeat, status, current_task, kill_requested, host, pid,
-         task_started_at, kill_requested_at, kill_requested_by, kill_reason, ended_at, end_reason, ended_by,
-         agent_id) = _pick_session_fields(row)  # fmt: skip
-        live = ended_at is None
-        is_stale = live and now - last_heartbeat > self.stale_after
-        if not live:
-            state = "ended"
-        elif is_stale:
-            state = "stale"
-        else:
-            state = status
-        running_since = task_started_at if live and status == "running" else None
-        return {
-            "session_id": sid,
-            "app_name": app_name,
-            "user_id": user_id,
-            "start_time": start_time,
-            "last_heartbeat": last_heartbeat,
-            "duration_seconds": round(((ended_at or now) - start_time).total_seconds(), 3),
-            "status": status,
-            "current_task": current_task,
-            "is_stale": is_stale,
-            "kill_requested": bool(kill_requested),
-            "state": state,
-            "host": host,
-            "pid": pid,
-            "task_started_at": task_started_at,
-            "task_seconds": round((now - running_since).total_seconds(), 3) if running_since else None,
-            "kill_requested_at": kill_requested_at,
-            "kill_requested_by": kill_requested_by,
-            "kill_reason": kill_reason,
-            "ended_at": ended_at,
-            "end_reason": end_reason,
-            "ended_by": ended_by,
-            "agent_id": agent_id,
-        }
+        """A row selected with ``self.columns`` as the API shows it, with the computed fields."""
+        return self._render(row, now)
 
     # -- session lifecycle (clients) ---------------------------------------------------------
 
@@ -265,7 +218,7 @@ class Store:
                     kill_requested_by=actor.name,
                     kill_reason=reason,
                 )
-                .returning(*_SESSION_COLUMNS)
+                .returning(*self.columns)
             ).first()
             if row is None:
                 _raise_missing(conn, session_id)
@@ -374,7 +327,7 @@ class Store:
         now = self.clock()
         cond = self._where(filters, live=live, now=now)
         order = sessions.c.start_time.desc() if live else sessions.c.ended_at.desc()
-        query = sa.select(*_SESSION_COLUMNS).where(*cond).order_by(order, sessions.c.session_id)
+        query = sa.select(*self.columns).where(*cond).order_by(order, sessions.c.session_id)
         if limit is not None:
             query = query.limit(limit)
         if offset:
@@ -398,7 +351,7 @@ class Store:
         now = self.clock()
 
         def fn(conn: sa.Connection) -> dict[str, Any]:
-            row = conn.execute(sa.select(*_SESSION_COLUMNS).where(sessions.c.session_id == session_id)).first()
+            row = conn.execute(sa.select(*self.columns).where(sessions.c.session_id == session_id)).first()
             if row is None:
                 raise SessionNotFound(session_id)
             return self.session_dict(row, now)
