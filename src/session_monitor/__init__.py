@@ -6,14 +6,17 @@ The top level re-exports the client API; the server lives in
 
 from __future__ import annotations
 
+from session_monitor._version import __version__
+from session_monitor.client import ClientConfig, SessionClient, get_agent
 from session_monitor.errors import ConfigError, ServerUnavailable, SessionMonitorError, SessionNotFound
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "ClientConfig",
     "ConfigError",
     "ServerUnavailable",
+    "SessionClient",
     "SessionMonitorError",
     "SessionNotFound",
     "__version__",
+    "get_agent",
 ]

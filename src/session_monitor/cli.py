@@ -17,7 +17,8 @@ from urllib.parse import quote
 import click
 import httpx
 
-from session_monitor import __version__, defaults
+from session_monitor import defaults
+from session_monitor._version import __version__
 from session_monitor.logs import default_log_config
 
 URL_OPTION = click.option(

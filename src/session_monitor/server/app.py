@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from session_monitor import __version__
+from session_monitor._version import __version__
 from session_monitor.errors import SessionNotFound
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.metrics import LatencyMiddleware, Metrics

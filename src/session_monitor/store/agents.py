@@ -107,17 +107,6 @@ class AgentStore:
                         where=sa.or_(c.ended_at.is_(None), c.end_reason == "expired"),
                     )
                 )
-            live_of_agent = sa.and_(c.agent_id == agent_id, c.ended_at.is_(None))
-            if req.full:
-                # Sessions the agent no longer has (their end was lost): the upsert above just stamped the others.
-                conn.execute(
-                    sessions.update()
-                    .where(live_of_agent, c.last_heartbeat < now)
-                    .values(
-                        ended_at=now, end_reason=sa.case((c.kill_requested, "killed"), else_="closed"), ended_by="agent"
-                    )
-                )
-            conn.execute(sessions.update().where(live_of_agent).values(last_heartbeat=now))
             if req.ended:
                 conn.execute(
                     sessions.update()
@@ -133,6 +122,17 @@ class AgentStore:
                     ),
                     [{"sid": e.session_id, "at": min(e.ended_at, now), "reason": e.reason} for e in req.ended],
                 )
+            live_of_agent = sa.and_(c.agent_id == agent_id, c.ended_at.is_(None))
+            if req.full:
+                # Sessions the agent no longer has (their end was lost): the upsert above just stamped the others.
+                conn.execute(
+                    sessions.update()
+                    .where(live_of_agent, c.last_heartbeat < now)
+                    .values(
+                        ended_at=now, end_reason=sa.case((c.kill_requested, "killed"), else_="closed"), ended_by="agent"
+                    )
+                )
+            conn.execute(sessions.update().where(live_of_agent).values(last_heartbeat=now))
             if req.exiting:
                 conn.execute(
                     sessions.update()

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from session_monitor import __version__
+from session_monitor._version import __version__
 from session_monitor.protocol import API_VERSION, Health
 from session_monitor.server.deps import MetricsDep, StoreDep
 from session_monitor.server.routes._common import JSONBytes

@@ -1,0 +1,300 @@
+"""``SessionClient``: the prototype's per-session tracker API, backed by the process's one agent.
+
+Every method records state in memory and returns; nothing here waits on the
+network, whatever the server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from session_monitor.client import threads
+from session_monitor.client.agent import Agent, SessionRecord, get_agent, on_exit
+from session_monitor.client.config import resolve_config
+from session_monitor.errors import ConfigError
+from session_monitor.protocol import MAX_APP_NAME, MAX_TASK, MAX_USER_ID, STATUS_PATTERN
+
+logger = logging.getLogger(__name__)
+
+KillCallback = Callable[[], Any]
+"""A no-argument callable, sync or async, run once when the session is killed or ends."""
+
+_STATUS_RE = re.compile(STATUS_PATTERN)
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """Client-provided text made acceptable to the server: printable, cut to ``limit`` characters."""
+    if value is None:
+        return None
+    value = str(value)
+    if not value.isprintable():
+        value = "".join(ch if ch.isprintable() else " " for ch in value)
+    return value[:limit]
+
+
+def run_callbacks(session_id: str, callbacks: list[KillCallback]) -> None:
+    """Run each callback once, outside any event loop; one raising does not stop the others."""
+    for callback in callbacks:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except Exception:
+            logger.exception("session %s: on_kill callback %r failed", session_id, callback)
+
+
+async def _awaited(awaitable: Any) -> None:
+    await awaitable
+
+
+_callback_runner: ThreadPoolExecutor | None = None
+_runner_lock = threading.Lock()
+
+
+def _run_elsewhere(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the one shared callback thread (kills outside Panel must not block the agent)."""
+    global _callback_runner
+    with _runner_lock:
+        if _callback_runner is None:
+            _callback_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-monitor-callbacks")
+    _callback_runner.submit(fn)
+
+
+class _Task:
+    """``with tracker.task(name):`` and ``async with``: running while inside, back to the previous state after."""
+
+    __slots__ = ("_name", "_tracker")
+
+    def __init__(self, tracker: SessionClient, name: str) -> None:
+        self._tracker = tracker
+        self._name = name
+
+    def __enter__(self) -> None:
+        self._tracker._push_task(self._name)
+
+    def __exit__(self, *exc: object) -> None:
+        self._tracker._pop_task()
+
+    async def __aenter__(self) -> None:
+        self._tracker._push_task(self._name)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._tracker._pop_task()
+
+
+class SessionClient:
+    """Tracks one session: what it is doing, and what to run when it is killed or ends.
+
+    Obtain it with :meth:`get_tracker`; one tracker per Panel session (or, outside Panel,
+    per app name in the process).
+    """
+
+    _registry: dict[str, SessionClient] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def get_tracker(
+        cls,
+        app_name: str,
+        user_id: str | None = None,
+        server_url: str | None = None,
+        heartbeat_interval: float | None = None,
+    ) -> SessionClient:
+        """The tracker of the current session, created on first call.
+
+        Works from the session's own callbacks, from threads and executor jobs they start,
+        and outside Panel (scripts, tests: one tracker per ``app_name`` until stopped).
+
+        Args:
+            app_name: Name shown for the session's app (1–200 characters).
+            user_id: Optional user name (at most 200 characters).
+            server_url: The monitor server (default ``SESSION_MONITOR_URL`` or ``http://127.0.0.1:8000``);
+                the first tracker of a process sets it for the process's agent.
+            heartbeat_interval: Accepted for compatibility; the agent syncs every few seconds whatever
+                its value (it was the prototype's per-session polling period).
+        """
+        if not isinstance(app_name, str) or not app_name.strip() or len(app_name) > MAX_APP_NAME:
+            raise ConfigError(f"app_name must be 1 to {MAX_APP_NAME} characters, got {app_name!r}")
+        if not app_name.isprintable():
+            raise ConfigError(f"app_name must not contain control characters: {app_name!r}")
+        if "panel" in sys.modules:
+            from session_monitor.client import panel as _  # noqa: F401  (registers Panel's session finder)
+        key = threads.current_key()
+        panel_session = key is not None
+        if key is None:
+            key = f"local:{app_name}"
+        with cls._lock:
+            tracker = cls._registry.get(key)
+            if tracker is not None and not tracker._ended:
+                return tracker
+            agent = get_agent(resolve_config(server_url) if server_url else None)
+            session_id = key if panel_session else str(uuid.uuid4())
+            tracker = cls(app_name, _text(user_id, MAX_USER_ID), agent=agent, session_id=session_id, key=key)
+            cls._registry[key] = tracker
+        if panel_session:
+            from session_monitor.client import panel as panel_hooks
+
+            tracker._binding = panel_hooks.bind(tracker)
+        agent.track(tracker._record, tracker._kill_requested)
+        return tracker
+
+    def __init__(self, app_name: str, user_id: str | None, *, agent: Agent, session_id: str, key: str) -> None:
+        self.app_name = app_name
+        self.user_id = user_id
+        self.session_id = session_id
+        self._key = key
+        self._agent = agent
+        self._record = SessionRecord(session_id, app_name, user_id, started_at=datetime.now(UTC))
+        self._callbacks: list[KillCallback] = []
+        self._stack: list[tuple[str, str | None, datetime | None]] = []
+        self._ended = False
+        self._killed = False
+        self.kill_reason: str | None = None
+        self._binding: Any = None
+
+    def __repr__(self) -> str:
+        return f"<SessionClient {self.session_id} app={self.app_name!r} status={self._record.status!r}>"
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def task(self, name: str) -> _Task:
+        """Mark the session ``running`` with task ``name`` inside a ``with`` (or ``async with``) block."""
+        return _Task(self, str(name))
+
+    def set_status(self, status: str, task: str | None = None) -> None:
+        """Set the status (``idle``, ``running`` or another short lower-case word) and the current task."""
+        if not isinstance(status, str) or len(status) > 32 or not _STATUS_RE.match(status):
+            raise ConfigError(f"status must be a lower-case word of at most 32 characters, got {status!r}")
+        agent, record = self._agent, self._record
+        with agent.lock:
+            if status == "running" and (record.status != "running" or record.current_task != task):
+                record.task_started_at = datetime.now(UTC)
+            elif status != "running":
+                record.task_started_at = None
+            record.status = status
+            record.current_task = _text(task, MAX_TASK)
+            agent.changed(record.session_id)
+
+    @property
+    def status(self) -> str:
+        return self._record.status
+
+    @property
+    def current_task(self) -> str | None:
+        return self._record.current_task
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def _push_task(self, name: str) -> None:
+        agent, record = self._agent, self._record
+        with agent.lock:
+            self._stack.append((record.status, record.current_task, record.task_started_at))
+            record.status = "running"
+            record.current_task = name if len(name) <= MAX_TASK and name.isprintable() else _text(name, MAX_TASK)
+            record.task_started_at = datetime.now(UTC)
+            agent._dirty.add(record.session_id)
+
+    def _pop_task(self) -> None:
+        agent, record = self._agent, self._record
+        with agent.lock:
+            if self._stack:
+                record.status, record.current_task, record.task_started_at = self._stack.pop()
+            else:
+                record.status, record.current_task, record.task_started_at = "idle", None, None
+            agent._dirty.add(record.session_id)
+
+    # -- ending -----------------------------------------------------------------------------------
+
+    def on_kill(self, callback: KillCallback) -> None:
+        """Run ``callback`` (sync or async, no arguments) once when the session is killed or ends.
+
+        Registered after the session ended, it runs at once.
+        """
+        if not callable(callback):
+            raise ConfigError(f"on_kill needs a callable, got {callback!r}")
+        with self._agent.lock:
+            if not self._ended:
+                self._callbacks.append(callback)
+                return
+        run_callbacks(self.session_id, [callback])
+
+    def stop(self) -> None:
+        """End the session (``closed``): its ``on_kill`` callbacks run, then the server is told."""
+        self._finish("closed")
+
+    def take_callbacks(self) -> list[KillCallback]:
+        """The callbacks not run yet, handed over exactly once."""
+        with self._agent.lock:
+            callbacks, self._callbacks = self._callbacks, []
+        return callbacks
+
+    def _finish(self, reason: str, *, run: bool = True) -> None:
+        """End once: callbacks (unless already taken), the server told, the tracker forgotten."""
+        with self._agent.lock:
+            if self._ended:
+                return
+            self._ended = True
+        if run:
+            run_callbacks(self.session_id, self.take_callbacks())
+        self._agent.end(self.session_id, "killed" if self._killed else reason)
+        with SessionClient._lock:
+            if SessionClient._registry.get(self._key) is self:
+                del SessionClient._registry[self._key]
+        self._binding = None
+
+    def _kill_requested(self, reason: str | None) -> None:
+        """A kill command arrived (agent thread): hand it to the session's own loop, once."""
+        with self._agent.lock:
+            if self._killed or self._ended:
+                return
+            self._killed = True
+        self.kill_reason = reason
+        logger.info("session %s killed (%s)", self.session_id, reason or "no reason given")
+        binding = self._binding
+        if binding is not None and binding.schedule_kill(reason):
+            return
+        _run_elsewhere(lambda: self._finish("killed"))
+
+    # -- registry ---------------------------------------------------------------------------------
+
+    @classmethod
+    def active(cls) -> list[SessionClient]:
+        """The live trackers of this process."""
+        with cls._lock:
+            return list(cls._registry.values())
+
+    @classmethod
+    def for_session(cls, key: str) -> SessionClient | None:
+        with cls._lock:
+            return cls._registry.get(key)
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget every tracker without ending them (tests)."""
+        with cls._lock:
+            cls._registry.clear()
+
+
+def _finish_all_at_exit() -> None:
+    """Process exit: every live session's callbacks run, then all are ended as ``process_exit`` in one request."""
+    for tracker in SessionClient.active():
+        tracker._finish("process_exit")
+
+
+on_exit(_finish_all_at_exit)
+threads.install()
