@@ -65,7 +65,8 @@ class ServerProcess:
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env}
+        # No dashboard child unless a test asks for one (serve starts one on port 5000 by default).
+        self.env = {**os.environ, "SESSION_MONITOR_DASHBOARD_PORT": "0", **env}
         self.args = args
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

@@ -8,10 +8,10 @@ and dashboard keep working.
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 API_VERSION = "1"
 
@@ -186,6 +186,17 @@ ShortText = Annotated[str, Field(max_length=64), AfterValidator(_printable)]
 CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(_printable)]
 
 
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: it raised a 500 when stored
+        raise ValueError("out of range once converted to UTC") from None
+
+
+UTCTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+"""A timestamp from an agent: with its offset (a naive one raised a 500), converted to UTC."""
+
+
 class AgentInfo(_Request):
     """Facts about the Panel process an agent lives in (the system status view)."""
 
@@ -195,7 +206,7 @@ class AgentInfo(_Request):
     versions: dict[ShortText, ShortText] = Field(default_factory=dict, max_length=16)
     cpu_percent: float | None = Field(default=None, ge=0, le=100_000)
     rss_bytes: int | None = Field(default=None, ge=0, le=2**50)
-    started_at: datetime
+    started_at: UTCTime
 
 
 class TrackedSession(_Request):
@@ -206,14 +217,14 @@ class TrackedSession(_Request):
     user_id: UserId | None = None
     status: Status = "idle"
     current_task: TaskName | None = None
-    task_started_at: datetime | None = None
-    started_at: datetime
+    task_started_at: UTCTime | None = None
+    started_at: UTCTime
 
 
 class SessionEnd(_Request):
     session_id: SessionIdField
     reason: EndReason
-    ended_at: datetime
+    ended_at: UTCTime
 
 
 class SyncRequest(_Request):

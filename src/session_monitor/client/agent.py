@@ -40,6 +40,7 @@ import httpx
 import psutil
 
 from session_monitor._version import __version__
+from session_monitor.client import threads
 from session_monitor.client.config import ClientConfig
 from session_monitor.protocol import KILL
 
@@ -58,6 +59,8 @@ EXIT_SYNC_TIMEOUT_S = 3.0
 """How long process exit waits for the last sync (sessions ended as ``process_exit``)."""
 
 _SECRET_ARG = re.compile(r"(?i)(secret|token|password|passwd|key|cookie)")
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]*:)[^/\s@]*@")
+"""The password of a ``scheme://user:password@host`` URL, wherever it appears (``--db postgresql://…``)."""
 
 
 @dataclass(slots=True)
@@ -106,7 +109,7 @@ def redacted_command(argv: list[str], limit: int = 1000) -> str:
                 hide_next = True
             continue
         out.append(arg)
-    text = " ".join(out)
+    text = _URL_PASSWORD.sub(r"\1***@", " ".join(out))
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
 
 
@@ -130,6 +133,9 @@ class Agent:
         self._cursor = 0
         self._transport = transport
         self._stopping = threading.Event()
+        self._sync_lock = asyncio.Lock()
+        """One sync at a time: the exiting one must be the last the server sees (it marks the process exited)."""
+        self._exiting = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -183,6 +189,11 @@ class Agent:
             while len(self._killed) > MAX_REMEMBERED_KILLS:
                 self._killed.popitem(last=False)
 
+    def _begin_exit(self) -> None:
+        """The process is exiting: hold changes back for the last sync, so every session's end is in that one."""
+        with self.lock:
+            self._exiting = True
+
     @property
     def session_count(self) -> int:
         return len(self._records)
@@ -201,7 +212,8 @@ class Agent:
             if self._started:
                 return
             self._started = True
-        self._thread.start()
+        with threads.untracked():  # the agent serves every session, not the one whose call started it
+            self._thread.start()
         _install_sigterm_exit()
 
     def stop(self, *, exiting: bool = False, timeout_s: float = EXIT_SYNC_TIMEOUT_S) -> None:
@@ -219,7 +231,10 @@ class Agent:
                 )
         self._stopping.set()
         if loop is not None and self._wake is not None:
-            loop.call_soon_threadsafe(self._wake.set)
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the last sync let the thread finish and close its loop already
+                pass
         self._thread.join(timeout=timeout_s)
 
     # -- agent thread -----------------------------------------------------------------------------
@@ -263,9 +278,12 @@ class Agent:
             now = time.monotonic()
             pending = self._full or bool(self._dirty) or bool(self._ended)
             due = now - last_sync >= self._sync_interval_s
-            if (pending or due) and now >= retry_at:
+            if (pending or due) and now >= retry_at and not self._exiting:
                 try:
-                    await self._sync(exiting=False)
+                    async with self._sync_lock:
+                        if self._stopping.is_set():
+                            break  # the last sync went out while this one waited
+                        await self._sync(exiting=False)
                 except Exception as exc:
                     self._went_offline(exc)
                     retry_at = time.monotonic() + backoff_s
@@ -287,7 +305,7 @@ class Agent:
             sessions = [self._records[sid].wire() for sid in ids]
             sent_dirty = set(self._dirty)
             self._dirty.clear()
-            ended = list(self._ended.values())
+            ended = list(self._ended.values()) if exiting or not self._exiting else []
         body = {
             "agent": self._facts(),
             "full": full,
@@ -336,17 +354,22 @@ class Agent:
                 )
                 response.raise_for_status()
                 data = response.json()
+                cursor = int(data.get("cursor", self._cursor))
+                found = list(data.get("commands", ()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.debug("agent %s: command poll failed: %s", self.agent_id, exc)
                 await asyncio.sleep(min(2.0, self._sync_interval_s))
                 continue
-            self._cursor = int(data.get("cursor", self._cursor))
-            for command in data.get("commands", ()):
+            self._cursor = cursor
+            for command in found:
                 self._dispatch(command)
 
-    def _dispatch(self, command: dict[str, Any]) -> None:
+    def _dispatch(self, command: Any) -> None:
+        if not isinstance(command, dict):
+            logger.warning("agent %s: malformed command %r ignored", self.agent_id, command)
+            return
         kind, session_id = command.get("kind"), command.get("session_id")
         if kind != KILL:
             logger.warning("agent %s: unknown command kind %r ignored", self.agent_id, kind)
@@ -363,10 +386,11 @@ class Agent:
             logger.exception("session %s: kill handler failed", session_id)
 
     async def _final_sync(self, exiting: bool) -> None:
-        try:
-            await self._sync(exiting=exiting)
-        finally:
-            self._stopping.set()
+        async with self._sync_lock:  # after a sync in flight, not beside it
+            try:
+                await self._sync(exiting=exiting)
+            finally:
+                self._stopping.set()
 
     def _facts(self) -> dict[str, Any]:
         try:
@@ -453,8 +477,9 @@ def reset() -> None:
         agent.stop(timeout_s=1.0)
 
 
-@atexit.register
 def _at_exit() -> None:
+    if _agent is not None:
+        _agent._begin_exit()
     for hook in list(_exit_hooks):
         try:
             hook()
@@ -462,6 +487,26 @@ def _at_exit() -> None:
             logger.exception("session monitor exit hook failed")
     if _agent is not None:
         _agent.stop(exiting=True)
+
+
+def _register_at_exit() -> None:
+    """Run :func:`_at_exit` at interpreter exit, before ``concurrent.futures`` shuts its thread pools down.
+
+    The last sync may need a new connection, and asyncio resolves a host name on the loop's thread pool:
+    from a plain ``atexit`` hook (run after the pools are shut down) that fails with "cannot schedule new
+    futures after shutdown", and the sessions are left to expire instead of ending as ``process_exit``.
+    ``threading._register_atexit`` hooks run in reverse order, so ours, registered later, runs first.
+    """
+    import concurrent.futures.thread  # noqa: F401  (registers the pools' own exit hook before ours)
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(_at_exit)
+    else:
+        register(_at_exit)
+
+
+_register_at_exit()
 
 
 def _install_sigterm_exit() -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import panel as pn
 from bokeh.document import Document
+from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
 
 from session_monitor.client import threads
@@ -92,10 +93,11 @@ def bind(tracker: SessionClient) -> PanelBinding | None:
     doc.on_session_destroyed(_session_destroyed)
     _enable_kill_notice()
     binding = PanelBinding(tracker, doc)
+    tracker._binding = binding
     agent = current_agent()
     if agent is not None and agent.was_killed(tracker.session_id):
         # A killed session reconnecting under its old id (reconnect=True) is refused again.
-        tracker._kill_requested("session was killed; reconnecting is refused")
+        tracker._kill_requested("this session was killed; reconnecting is refused")
     return binding
 
 
@@ -146,40 +148,46 @@ async def _kill_session(session_id: str, reason: str | None) -> None:
         return
     message = kill_message(reason)
     _notify(doc, message)
-    session = getattr(context, "_session", None)
-    for connection in list(getattr(session, "_subscribed_connections", ())):
-        socket = getattr(connection, "_socket", None)
-        if socket is not None:
-            # A close reason is at most 123 bytes.
-            socket.close(1001, message.encode()[:120].decode(errors="ignore"))
-    # Discarding takes the document lock we hold: do it once this callback has returned.
-    IOLoop.current().add_callback(_discard, context, session_id)
+    # Bokeh writes this callback's changes (the notice) only after it returns, still holding the document
+    # lock: closing the sockets here would drop them. Close, then discard, from a callback that waits for it.
+    IOLoop.current().add_callback(_discard, context, session_id, message)
 
 
 def _notify(doc: Document, message: str) -> None:
     """Tell the user why, in the page, before the socket closes (as text, never HTML)."""
     try:
-        notifications = pn.state.notifications
-        if notifications is None:
-            return
-        notifications.error(message, duration=0)  # type: ignore[no-untyped-call]
+        # Bokeh sets curdoc only while a coroutine callback is created, not while it runs: set it for Panel.
+        with set_curdoc(doc):
+            notifications = pn.state.notifications
+            if notifications is None:
+                return
+            notifications.error(message, duration=0)  # type: ignore[no-untyped-call]
     except Exception:
         logger.debug("could not show the kill notification", exc_info=True)
 
 
-async def _discard(context: Any, session_id: str) -> None:
-    """Destroy the Bokeh session now: its ``on_session_destroyed`` hooks run, including ours."""
+async def _discard(context: Any, session_id: str, message: str) -> None:
+    """Close the session's websockets once the notice is written, then destroy the Bokeh session now.
+
+    Its ``on_session_destroyed`` hooks run, including ours.
+    """
     from session_monitor.client.tracker import SessionClient
 
     session = getattr(context, "_session", None)
+    if session is not None:
+        # Waiting for the document lock waits until the kill callback's changes have been sent.
+        await session.with_document_locked(lambda: None)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WEBSOCKET_CLOSE_WAIT_S
     while session is not None and session.connection_count > 0 and loop.time() < deadline:
+        # Every pass: a page with reconnect=True may re-attach to the session before it is discarded.
+        _close_connections(session, message)
         await asyncio.sleep(0.02)
     server_context = getattr(context, "_server_context", None)
     app_context = getattr(server_context, "application_context", None)
     try:
         if session is not None and app_context is not None and session.id in app_context._sessions:
+            _close_connections(session, message)
             for connection in list(session._subscribed_connections):  # a browser that never answered the close
                 session.unsubscribe(connection)
             await app_context._discard_session(session, lambda _: True)
@@ -188,3 +196,12 @@ async def _discard(context: Any, session_id: str) -> None:
     tracker = SessionClient.for_session(session_id)
     if tracker is not None:  # the destroy hooks did not end it (e.g. discard failed)
         tracker._finish("killed", run=False)
+
+
+def _close_connections(session: Any, message: str) -> None:
+    """Close each websocket of the session with code 1001 and the kill message (closing twice is a no-op)."""
+    for connection in list(session._subscribed_connections):
+        socket = getattr(connection, "_socket", None)
+        if socket is not None:
+            # A close reason is at most 123 bytes.
+            socket.close(1001, message.encode()[:120].decode(errors="ignore"))

@@ -10,9 +10,10 @@ starter's session key travels with the work.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,17 @@ def add_finder(finder: SessionKeyFinder) -> None:
         _finders.append(finder)
 
 
+@contextlib.contextmanager
+def untracked() -> Iterator[None]:
+    """Threads started inside this block carry no session: pool workers and the agent serve every session."""
+    previous = getattr(_local, "untracked", False)
+    _local.untracked = True
+    try:
+        yield
+    finally:
+        _local.untracked = previous
+
+
 def install() -> None:
     """Wrap ``Thread.start`` and ``ThreadPoolExecutor.submit`` (once per process)."""
     global _installed
@@ -56,7 +68,7 @@ def install() -> None:
 
     @functools.wraps(original_start)
     def start(self: threading.Thread) -> None:
-        if getattr(self, _ATTR, None) is None:
+        if getattr(self, _ATTR, None) is None and not getattr(_local, "untracked", False):
             key = current_key()
             if key is not None:
                 setattr(self, _ATTR, key)
@@ -65,7 +77,8 @@ def install() -> None:
     def submit(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         key = current_key()
         if key is None:
-            return original_submit(self, fn, *args, **kwargs)
+            with untracked():  # a worker started here must not keep this job's session for later jobs
+                return original_submit(self, fn, *args, **kwargs)
 
         def carried(*a: Any, **kw: Any) -> Any:
             previous = getattr(_local, "key", None)
@@ -75,7 +88,8 @@ def install() -> None:
             finally:
                 _local.key = previous
 
-        return original_submit(self, carried, *args, **kwargs)
+        with untracked():
+            return original_submit(self, carried, *args, **kwargs)
 
     threading.Thread.start = start  # type: ignore[method-assign]
     functools.update_wrapper(submit, original_submit)  # type: ignore[arg-type]

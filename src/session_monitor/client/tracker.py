@@ -7,6 +7,7 @@ network, whatever the server does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
@@ -44,18 +45,39 @@ def _text(value: str | None, limit: int) -> str | None:
 
 
 def run_callbacks(session_id: str, callbacks: list[KillCallback]) -> None:
-    """Run each callback once, outside any event loop; one raising does not stop the others."""
+    """Run each callback once; one raising does not stop the others.
+
+    An async callback is awaited on a loop of its own; on a thread whose loop is running (Panel's
+    destroy hooks, an async app calling ``stop()``), where ``asyncio.run`` is refused, as a task of that loop.
+    """
     for callback in callbacks:
         try:
             result = callback()
             if inspect.isawaitable(result):
-                asyncio.run(_awaited(result))
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    asyncio.run(_awaited(result))
+                else:
+                    task = loop.create_task(_awaited(result))
+                    _callback_tasks.add(task)
+                    task.add_done_callback(functools.partial(_callback_done, session_id, callback))
         except Exception:
             logger.exception("session %s: on_kill callback %r failed", session_id, callback)
 
 
 async def _awaited(awaitable: Any) -> None:
     await awaitable
+
+
+_callback_tasks: set[asyncio.Task[None]] = set()
+"""Async callbacks running on their caller's loop (the loop keeps only weak references to tasks)."""
+
+
+def _callback_done(session_id: str, callback: KillCallback, task: asyncio.Task[None]) -> None:
+    _callback_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("session %s: on_kill callback %r failed", session_id, callback, exc_info=task.exception())
 
 
 _callback_runner: ThreadPoolExecutor | None = None
@@ -81,18 +103,18 @@ class _Task:
         self._name = name
 
     def __enter__(self) -> None:
-        self._tracker._push_task(self._name)
+        self._tracker._push_task(self._name, self)
 
     def __exit__(self, *exc: object) -> None:
-        self._tracker._pop_task()
+        self._tracker._pop_task(self)
 
     async def __aenter__(self) -> None:
-        self._tracker._push_task(self._name)
+        self._tracker._push_task(self._name, self)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._tracker._pop_task()
+        self._tracker._pop_task(self)
 
 
 class SessionClient:
@@ -159,7 +181,7 @@ class SessionClient:
         self._agent = agent
         self._record = SessionRecord(session_id, app_name, user_id, started_at=datetime.now(UTC))
         self._callbacks: list[KillCallback] = []
-        self._stack: list[tuple[str, str | None, datetime | None]] = []
+        self._stack: list[tuple[object, str, str | None, datetime | None]] = []
         self._ended = False
         self._killed = False
         self.kill_reason: str | None = None
@@ -176,7 +198,7 @@ class SessionClient:
 
     def set_status(self, status: str, task: str | None = None) -> None:
         """Set the status (``idle``, ``running`` or another short lower-case word) and the current task."""
-        if not isinstance(status, str) or len(status) > 32 or not _STATUS_RE.match(status):
+        if not isinstance(status, str) or len(status) > 32 or not _STATUS_RE.fullmatch(status):
             raise ConfigError(f"status must be a lower-case word of at most 32 characters, got {status!r}")
         agent, record = self._agent, self._record
         with agent.lock:
@@ -200,22 +222,29 @@ class SessionClient:
     def ended(self) -> bool:
         return self._ended
 
-    def _push_task(self, name: str) -> None:
+    def _push_task(self, name: str, token: object) -> None:
         agent, record = self._agent, self._record
         with agent.lock:
-            self._stack.append((record.status, record.current_task, record.task_started_at))
+            self._stack.append((token, record.status, record.current_task, record.task_started_at))
             record.status = "running"
             record.current_task = name if len(name) <= MAX_TASK and name.isprintable() else _text(name, MAX_TASK)
             record.task_started_at = datetime.now(UTC)
             agent._dirty.add(record.session_id)
 
-    def _pop_task(self) -> None:
+    def _pop_task(self, token: object) -> None:
         agent, record = self._agent, self._record
         with agent.lock:
-            if self._stack:
-                record.status, record.current_task, record.task_started_at = self._stack.pop()
-            else:
+            stack = self._stack
+            index = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] is token), None)
+            if index is None:
                 record.status, record.current_task, record.task_started_at = "idle", None, None
+            elif index == len(stack) - 1:
+                _, record.status, record.current_task, record.task_started_at = stack.pop()
+            else:
+                # Ended while a task started after it (on another thread or coroutine) still runs: that one
+                # stays shown, and restores what was there before this one when it ends.
+                stack[index + 1] = (stack[index + 1][0], *stack[index][1:])
+                del stack[index]
             agent._dirty.add(record.session_id)
 
     # -- ending -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from session_monitor.errors import SessionNotFound
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
-from session_monitor.server.routes import admin, agents, health, sessions
+from session_monitor.server.routes import admin, agents, health, sessions, stats
 from session_monitor.server.security import GuardMiddleware
 from session_monitor.server.settings import Settings
 from session_monitor.store import Database, Store
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.include_router(agents.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(stats.router)
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -124,14 +124,21 @@ class AgentStore:
                 )
             live_of_agent = sa.and_(c.agent_id == agent_id, c.ended_at.is_(None))
             if req.full:
-                # Sessions the agent no longer has (their end was lost): the upsert above just stamped the others.
-                conn.execute(
-                    sessions.update()
-                    .where(live_of_agent, c.last_heartbeat < now)
-                    .values(
-                        ended_at=now, end_reason=sa.case((c.kill_requested, "killed"), else_="closed"), ended_by="agent"
+                # Sessions the agent no longer has (their end was lost). Chosen by id, not by
+                # ``last_heartbeat < now``: a clock that did not move (or moved back: another replica,
+                # an NTP step) since the last sync left them live.
+                listed = {s.session_id for s in req.sessions}
+                live = conn.execute(sa.select(c.session_id).where(live_of_agent)).scalars().all()
+                for chunk in _chunks([sid for sid in live if sid not in listed]):
+                    conn.execute(
+                        sessions.update()
+                        .where(live_of_agent, c.session_id.in_(chunk))
+                        .values(
+                            ended_at=now,
+                            end_reason=sa.case((c.kill_requested, "killed"), else_="closed"),
+                            ended_by="agent",
+                        )
                     )
-                )
             conn.execute(sessions.update().where(live_of_agent).values(last_heartbeat=now))
             if req.exiting:
                 conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from session_monitor.protocol import AGENT_ID_PATTERN, AgentList, CommandBatch, SyncRequest, SyncResponse
 from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
@@ -52,6 +52,7 @@ async def commands(
     agent_id: AgentIdPath,
     agent_store: AgentStoreDep,
     hub: HubDep,
+    request: Request,
     _: ClientDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="The cursor of the previous answer.")] = 0,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request open.")] = 0,
@@ -60,19 +61,35 @@ async def commands(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     event = hub.subscribe(agent_id)
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
         while True:
             found, cursor = await agent_store.fetch_commands(agent_id, after)
             remaining = deadline - loop.time()
-            if found or remaining <= 0 or hub.closing:
+            if found or remaining <= 0 or hub.closing or gone.done():
                 return JSONBytes({"commands": found, "cursor": cursor})
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                pass
+            # A cursor reset (database recreated) holds from now on: else the next command, numbered
+            # below the stale cursor, was not seen and the long-poll slept through it.
+            after = cursor
+            woken = asyncio.ensure_future(event.wait())
+            await asyncio.wait((woken, gone), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
             event.clear()
     finally:
+        gone.cancel()
         hub.unsubscribe(agent_id)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the agent has gone (stopped, or its process exited): its long-poll must not outlive it.
+
+    Else it held a task until ``wait`` ran out, and delayed the server's graceful shutdown as long.
+    """
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:
+        return
 
 
 @router.get("/agents", response_model=AgentList, summary="Agents (Panel processes): system status")

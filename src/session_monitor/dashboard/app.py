@@ -1,0 +1,167 @@
+# mypy: disable-error-code="no-untyped-call"
+# Panel's widgets and panes are untyped (param-based); their constructors and methods are called throughout.
+"""``create_dashboard(api_url)``: the monitor dashboard as a Panel app, and ``serve_dashboard`` to run it.
+
+It talks to the server only through the REST API. The admin token stays in this process: the browser gets
+rendered rows, never the token (with a token, the page is behind Panel's basic-auth login, and the logged-in
+name is sent to the server as the actor of every kill).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import panel as pn
+
+from session_monitor.dashboard.client import ApiClient, SessionFeed
+from session_monitor.dashboard.plots import PlotsView
+from session_monitor.dashboard.safe import escaped
+from session_monitor.dashboard.sessions_view import SessionsView
+from session_monitor.dashboard.views import (
+    AGENT_COLUMNS,
+    AUDIT_COLUMNS,
+    HISTORY_COLUMNS,
+    RecordsView,
+    agent_row,
+    audit_row,
+    history_row,
+)
+
+logger = logging.getLogger(__name__)
+
+TITLE = "Session monitor"
+SESSIONS_REFRESH_S = 1.0
+"""The sessions tab refreshes every second, so a change shows within the 2 s the issue asks for."""
+OTHER_REFRESH_S = 5.0
+"""System status, history and audit refresh this often."""
+PLOTS_REFRESH_S = 15.0
+
+
+def _actor() -> str:
+    user = pn.state.user
+    return str(user) if user else "dashboard"
+
+
+def create_dashboard(
+    api_url: str,
+    admin_token: str | None = None,
+    *,
+    page_size: int = 50,
+    refresh_s: float = SESSIONS_REFRESH_S,
+    client: ApiClient | None = None,
+) -> Callable[[], pn.viewable.Viewable]:
+    """The dashboard app: call the result once per browser page (``pn.serve`` does).
+
+    Args:
+        api_url: Base URL of the monitor server's REST API.
+        admin_token: Sent to the API as a bearer token; never rendered into the page.
+        page_size: Rows per page of the sessions table (50).
+        refresh_s: Seconds between two refreshes of the sessions table (1).
+        client: An :class:`ApiClient` to use instead of one made from ``api_url`` (tests).
+    """
+    api = client or ApiClient(api_url, admin_token)
+    feed = SessionFeed(api, max_age_s=refresh_s * 0.9)
+
+    def page() -> pn.viewable.Viewable:
+        actor = _actor()
+        sessions = SessionsView(api, feed, actor=actor, page_size=page_size)
+        agents = RecordsView(
+            "System status",
+            AGENT_COLUMNS,
+            api.agents,
+            agent_row,
+            help_text="One row per Panel process (agent).",
+            stale_column="Status",
+        )
+        history = RecordsView("History", HISTORY_COLUMNS, api.history, history_row)
+        audit = RecordsView("Audit", AUDIT_COLUMNS, api.audit, audit_row)
+        plots = PlotsView(api)
+
+        async def refresh_others() -> None:
+            for view in (agents, history, audit):
+                await view.refresh()
+
+        async def refresh_plots() -> None:
+            latest = feed.latest.data["sessions"] if feed.latest else None
+            await plots.refresh(latest)
+
+        tabs = pn.Tabs(
+            ("Sessions", sessions.panel()),
+            ("System status", agents.panel()),
+            ("History", history.panel()),
+            ("Audit", audit.panel()),
+            ("Plots", plots.panel()),
+            dynamic=False,
+            sizing_mode="stretch_width",
+        )
+        who = pn.pane.HTML(
+            f"signed in as <b>{escaped(actor)}</b> · <a href='/logout'>log out</a>" if pn.state.user else "",
+            align="end",
+        )
+        header = pn.Row(pn.pane.HTML(f"<h2 style='margin:4px 0'>{TITLE}</h2>"), pn.Spacer(), who)
+        layout = pn.Column(header, tabs, sizing_mode="stretch_width", margin=(0, 12))
+
+        def start() -> None:
+            # Panel runs async periodic callbacks on the server's loop (its stub only admits sync ones).
+            for callback, period_s in ((sessions.refresh, refresh_s), (refresh_others, OTHER_REFRESH_S),
+                                       (refresh_plots, PLOTS_REFRESH_S)):  # fmt: skip
+                pn.state.add_periodic_callback(callback, period=int(period_s * 1000))  # type: ignore[arg-type]
+            pn.state.execute(sessions.refresh)
+            pn.state.execute(refresh_others)
+            pn.state.execute(refresh_plots)
+
+        pn.state.onload(start)
+        layout.dashboard = sessions  # type: ignore[attr-defined]  # reachable for tests and benchmarks
+        return layout
+
+    return page
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def serve_dashboard(
+    api_url: str,
+    *,
+    admin_token: str | None = None,
+    port: int = 5000,
+    host: str = "127.0.0.1",
+    users: Mapping[str, str] | None = None,
+    password: str | None = None,
+    cookie_secret: str | None = None,
+    allowed_origins: list[str] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Serve the dashboard with Panel's own (Tornado) server until interrupted; blocks.
+
+    With ``users`` (name → password) or a shared ``password`` (any name), the page needs a login (Panel's basic
+    auth); the logged-in name is the actor in the audit log.
+    """
+    pn.extension("tabulator", notifications=True)
+    auth: Any = dict(users) if users else password
+    origins = {f"127.0.0.1:{port}", f"localhost:{port}", f"{host}:{port}", *(allowed_origins or [])}
+    options: dict[str, Any] = {}
+    if auth:
+        options["basic_auth"] = auth
+        options["cookie_secret"] = cookie_secret or secrets.token_urlsafe(32)
+    logger.info("dashboard on http://%s:%d/ using the API at %s%s", host, port, api_url, " (login)" if auth else "")
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (from `serve`, or an init system) ends the process through its exit hooks, like Ctrl-C.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    pn.serve(
+        {"/": create_dashboard(api_url, admin_token)},
+        port=port,
+        address=host,
+        websocket_origin=sorted(origins),
+        show=False,
+        verbose=False,
+        title=TITLE,
+        **options,
+        **kwargs,
+    )

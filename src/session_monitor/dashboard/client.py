@@ -1,0 +1,159 @@
+"""The dashboard's only way to the server: its REST API over httpx, with the admin token kept server-side.
+
+Every call raises :class:`ApiError` with the server's own ``detail`` (or why it could not be reached), so the
+dashboard can show it; nothing is swallowed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from session_monitor._version import __version__
+
+logger = logging.getLogger(__name__)
+
+ACTOR_HEADER = "X-Session-Monitor-Actor"
+"""Names the logged-in operator in the server's audit log."""
+
+TIMEOUT_S = 10.0
+"""Longest the dashboard waits for one API answer."""
+
+
+class ApiError(Exception):
+    """An API call failed: the server refused (``status``) or could not be reached (``status`` is None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Fetched:
+    """One answer and what it cost: seconds from request to parsed JSON, and body bytes."""
+
+    data: Any
+    seconds: float
+    nbytes: int
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    derived: dict[str, Any] = field(default_factory=dict)
+    """What pages computed from ``data``, computed once and shared by every page of the process."""
+
+
+try:  # orjson parses a 10,000-session list several times faster; it comes with the [server] extra
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - depends on the installed extras
+    from json import loads as _loads  # type: ignore[assignment]
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:300]
+    return response.text[:300]
+
+
+class ApiClient:
+    """Async client of the REST API. ``admin_token`` goes out as a bearer token and never leaves this process."""
+
+    def __init__(
+        self, api_url: str, admin_token: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        headers = {"User-Agent": f"session-monitor-dashboard/{__version__}"}
+        if admin_token:
+            headers["Authorization"] = f"Bearer {admin_token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.api_url, headers=headers, timeout=TIMEOUT_S, transport=transport, trust_env=False
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, actor: str | None = None, **kwargs: Any) -> Fetched:
+        headers = {ACTOR_HEADER: actor} if actor else None
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException:
+            raise ApiError(f"the monitor server at {self.api_url} did not answer within {TIMEOUT_S:g} s") from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the monitor server at {self.api_url}: {exc}") from None
+        if not response.is_success:
+            raise ApiError(f"the server refused ({response.status_code}): {_detail(response)}", response.status_code)
+        try:
+            data = _loads(response.content)
+        except ValueError:
+            raise ApiError(f"the server answered {method} {path} with something that is not JSON") from None
+        return Fetched(data, time.perf_counter() - started, len(response.content))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def sessions(self) -> Fetched:
+        return await self.request("GET", "/sessions")
+
+    async def agents(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/agents")).data["agents"])
+
+    async def history(self, limit: int = 500) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/history", params={"limit": limit})).data["sessions"])
+
+    async def audit(self, limit: int = 500) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/audit", params={"limit": limit})).data["entries"])
+
+    async def timeline(self, window_s: float, step_s: float) -> dict[str, Any]:
+        fetched = await self.request("GET", "/stats/timeline", params={"window_s": window_s, "step_s": step_s})
+        return dict(fetched.data)
+
+    # -- admin actions -------------------------------------------------------------------------
+
+    async def kill(self, session_id: str, *, actor: str, reason: str | None = None) -> None:
+        body = {"reason": reason} if reason else None
+        await self.request("POST", f"/sessions/{quote(session_id, safe='')}/kill", actor=actor, json=body)
+
+    async def kill_all(self, app_name: str, *, actor: str, reason: str | None = None) -> int:
+        body = {"reason": reason} if reason else None
+        fetched = await self.request("POST", f"/apps/{quote(app_name, safe='')}/kill-all", actor=actor, json=body)
+        return int(fetched.data["killed_count"])
+
+
+@dataclass
+class SessionFeed:
+    """The live session list shared by every dashboard page of a process: one fetch per interval, whatever the
+    number of open pages, so ten operators do not cost the API ten times as much.
+    """
+
+    client: ApiClient
+    max_age_s: float = 1.0
+    max_load: float = 0.2
+    """At most this share of the time is spent waiting on the list: a slow answer spaces the next fetch."""
+    latest: Fetched | None = None
+    error: ApiError | None = None
+    fetched_at: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def get(self) -> Fetched:
+        """The newest list, fetched now if the last one is older than ``max_age_s``; raises the fetch's error."""
+        async with self._lock:
+            spent = self.latest.seconds if self.latest else 0.0
+            if time.monotonic() - self.fetched_at >= max(self.max_age_s, spent / self.max_load - spent):
+                try:
+                    self.latest, self.error = await self.client.sessions(), None
+                except ApiError as exc:
+                    self.error = exc
+                    logger.warning("cannot list sessions: %s", exc)
+                self.fetched_at = time.monotonic()
+            if self.error is not None:
+                raise self.error
+            assert self.latest is not None
+            return self.latest

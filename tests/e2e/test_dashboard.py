@@ -1,0 +1,356 @@
+"""The dashboard in headless Chromium against a real API server with sessions registered as real clients do."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from tests.e2e.dashboard_support import (
+    ADMIN_TOKEN,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    Api,
+    Dashboard,
+    Watched,
+    running_api,
+    watch,
+)
+from tests.helpers import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts"
+UPDATE_TIMEOUT_MS = 5000
+"""A change must show within 2 s (1 s refresh); 5 s leaves room for a loaded CI machine."""
+
+XSS_PAYLOADS = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(2)</script>",
+    '"><svg onload=alert(3)>',
+    "<iframe src=javascript:alert(4)></iframe>",
+    "<b onmouseover=alert(5)>bold</b>",
+    "<img src=x onerror=\"window.__pwned='img'\">",
+    "javascript:alert(6)",
+]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """An API without tokens (as on a developer's machine), shared by the module's open-dashboard tests."""
+    yield from running_api(tmp_path_factory.mktemp("api"), None)
+
+
+@pytest.fixture(scope="module")
+def dashboard(api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    board = Dashboard(api.url, tmp_path_factory.mktemp("dashboard") / "dashboard.log")
+    try:
+        yield board.wait_ready()
+    finally:
+        board.stop()
+
+
+@pytest.fixture(scope="module")
+def secured_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    yield from running_api(tmp_path_factory.mktemp("secured-api"), ADMIN_TOKEN)
+
+
+@pytest.fixture(scope="module")
+def secured_dashboard(secured_api: Api, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    env = {"SESSION_MONITOR_ADMIN_TOKEN": ADMIN_TOKEN, "SESSION_MONITOR_DASHBOARD_PASSWORD": PASSWORD}
+    board = Dashboard(secured_api.url, tmp_path_factory.mktemp("secured") / "dashboard.log", env)
+    try:
+        yield board.wait_ready()
+    finally:
+        board.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def watched(chromium: Browser) -> Iterator[Watched]:
+    context = chromium.new_context(viewport={"width": 1500, "height": 1000})
+    try:
+        yield watch(context.new_page())
+    finally:
+        context.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def sessions_table(page: Page) -> Locator:
+    return page.locator(".tabulator", has=page.get_by_text("Current task", exact=True)).first
+
+
+def open_dashboard(page: Page, url: str, search: str | None = None) -> None:
+    page.goto(url)
+    expect(sessions_table(page)).to_be_visible(timeout=20_000)
+    if search is not None:
+        search_for(page, search)
+
+
+def search_for(page: Page, text: str) -> None:
+    box = page.get_by_placeholder("id, app, user, task, host")
+    box.fill(text)
+
+
+def row_of(page: Page, text: str) -> Locator:
+    return sessions_table(page).locator(".tabulator-row", has_text=text)
+
+
+def test_rows_appear_and_update_in_place(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    page = watched.page
+    app = unique("live")
+    first = api.register(app, user="ada", host="web-1")
+    open_dashboard(page, dashboard.url, search=app)
+    row = row_of(page, first)
+    expect(row).to_contain_text("ada", timeout=UPDATE_TIMEOUT_MS)
+    expect(row).to_contain_text("web-1:4242")
+    expect(row).to_contain_text("idle")
+
+    # Sort by user and select the row: both must survive the updates that follow.
+    sessions_table(page).locator('.tabulator-col[tabulator-field="user"] .tabulator-col-title').click()
+    row.locator('.tabulator-cell[tabulator-field="app"]').click()
+    expect(row).to_have_class(re.compile("tabulator-selected"))
+
+    api.set_status(first, "running", "crunching numbers")
+    expect(row).to_contain_text("running", timeout=UPDATE_TIMEOUT_MS)
+    expect(row).to_contain_text("crunching numbers")
+    state = row.locator('.tabulator-cell[tabulator-field="state"] span')
+    expect(state).to_have_css("color", "rgb(179, 89, 0)")  # amber
+
+    second = api.register(app, user="bob")
+    expect(row_of(page, second)).to_contain_text("bob", timeout=UPDATE_TIMEOUT_MS)
+    user_header = sessions_table(page).locator('.tabulator-col[tabulator-field="user"]')
+    expect(user_header).to_have_attribute("aria-sort", re.compile("ascending|descending"))
+    expect(row_of(page, first)).to_have_class(re.compile("tabulator-selected"))
+    texts = sessions_table(page).locator('.tabulator-row .tabulator-cell[tabulator-field="user"]').all_inner_texts()
+    assert texts in (["ada", "bob"], ["bob", "ada"]) and len(texts) == 2
+
+    with api.http() as c:
+        c.delete(f"/sessions/{second}").raise_for_status()
+    expect(row_of(page, second)).to_have_count(0, timeout=UPDATE_TIMEOUT_MS)
+    expect(row_of(page, first)).to_have_class(re.compile("tabulator-selected"))
+    assert watched.dialogs == []
+
+
+def test_kill_on_a_row_kills_that_session(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    page = watched.page
+    app = unique("killrow")
+    ids = [api.register(app, user=f"user{i}") for i in range(3)]
+    target = ids[1]
+    open_dashboard(page, dashboard.url, search=app)
+    expect(sessions_table(page).locator(".tabulator-row")).to_have_count(3, timeout=UPDATE_TIMEOUT_MS)
+
+    row_of(page, target).get_by_text("Kill", exact=True).click()
+    confirm = page.get_by_role("button", name="Kill this session")
+    expect(confirm).to_be_visible()
+    question = page.get_by_text(f"Kill session {target}")
+    expect(question).to_contain_text(app)
+    expect(question).to_contain_text("user1")
+    assert not api.session(target)["kill_requested"], "nothing may happen before the confirmation"
+    confirm.click()
+
+    expect(page.get_by_text(f"Kill requested for session {target}").first).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    assert api.session(target)["kill_requested"] is True
+    assert [api.session(s)["kill_requested"] for s in ids] == [False, True, False]
+    expect(row_of(page, target)).to_contain_text("killing", timeout=UPDATE_TIMEOUT_MS)
+    entry = next(e for e in api.audit() if e["target"] == target)
+    assert entry["action"] == "kill" and entry["actor"] == "dashboard"
+
+
+def test_cancel_kills_nothing_and_errors_are_shown(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    page = watched.page
+    app = unique("cancel")
+    sid = api.register(app)
+    open_dashboard(page, dashboard.url, search=app)
+    row_of(page, sid).get_by_text("Kill", exact=True).click()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("button", name="Kill this session")).to_be_hidden()
+    assert api.session(sid)["kill_requested"] is False
+
+    # The session ends between the confirmation and the click: the server's 404 is shown, not swallowed.
+    row_of(page, sid).get_by_text("Kill", exact=True).click()
+    with api.http() as c:
+        c.delete(f"/sessions/{sid}").raise_for_status()
+    page.get_by_role("button", name="Kill this session").click()
+    error = page.get_by_text(re.compile(r"Failed: the server refused \(404\)")).first
+    expect(error).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    expect(error).to_contain_text("has already ended")
+
+
+def test_kill_all_kills_only_that_apps_sessions(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    page = watched.page
+    doomed, spared = unique("doomed"), unique("spared")
+    doomed_ids = [api.register(doomed) for _ in range(3)]
+    spared_ids = [api.register(spared) for _ in range(2)]
+    open_dashboard(page, dashboard.url)
+    choice = page.locator("select", has=page.locator("option", has_text=f"{doomed} (3)"))
+    expect(choice).to_have_count(1, timeout=UPDATE_TIMEOUT_MS)
+    choice.select_option(label=f"{doomed} (3)")
+    page.get_by_role("button", name="Kill all…").click()
+
+    question = page.get_by_text(f"Kill all 3 live session(s) of app {doomed}?")
+    expect(question).to_be_visible()
+    page.get_by_role("button", name="Kill all 3 of this app").click()
+
+    expect(page.get_by_text(f"Kill requested for 3 session(s) of app {doomed}").first).to_be_visible(
+        timeout=UPDATE_TIMEOUT_MS
+    )
+    assert all(api.session(s)["kill_requested"] for s in doomed_ids)
+    assert not any(api.session(s)["kill_requested"] for s in spared_ids)
+    entry = next(e for e in api.audit() if e["target"] == doomed)
+    assert entry["action"] == "kill_all" and entry["detail"]["killed_count"] == 3
+
+
+def test_client_text_is_shown_as_text_and_never_runs(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    page = watched.page
+    tag = unique("xss")
+    sessions = [
+        {
+            "session_id": f"{tag}-{i}",
+            "app_name": f"{payload} {tag}",
+            "user_id": payload,
+            "status": "running",
+            "current_task": payload,
+            "task_started_at": None,
+        }
+        for i, payload in enumerate(XSS_PAYLOADS)
+    ]
+    api.sync(sessions, host=XSS_PAYLOADS[0], command=XSS_PAYLOADS[1])
+    open_dashboard(page, dashboard.url, search=tag)
+    table = sessions_table(page)
+    expect(table.locator(".tabulator-row")).to_have_count(len(XSS_PAYLOADS), timeout=UPDATE_TIMEOUT_MS)
+    for i, payload in enumerate(XSS_PAYLOADS):
+        row = row_of(page, f"{tag}-{i}")
+        for field in ("app", "user", "task"):
+            cell = row.locator(f'.tabulator-cell[tabulator-field="{field}"]')
+            expected = f"{payload} {tag}" if field == "app" else payload
+            assert cell.inner_text().strip() == expected.strip(), (field, payload)
+        assert row.locator('.tabulator-cell[tabulator-field="host"]').inner_text().startswith(XSS_PAYLOADS[0])
+
+    # The confirmation, the outcome and the notification carry the app name too.
+    row_of(page, f"{tag}-0").get_by_text("Kill", exact=True).click()
+    expect(page.get_by_text(f"Kill session {tag}-0")).to_contain_text(XSS_PAYLOADS[0])
+    page.get_by_role("button", name="Kill this session").click()
+    expect(page.get_by_text(f"Kill requested for session {tag}-0").first).to_contain_text(
+        XSS_PAYLOADS[0], timeout=UPDATE_TIMEOUT_MS
+    )
+    choice = page.locator("select", has=page.locator("option", has_text=f"{XSS_PAYLOADS[1]} {tag} (1)"))
+    choice.select_option(label=f"{XSS_PAYLOADS[1]} {tag} (1)")
+    page.get_by_role("button", name="Kill all…").click()
+    expect(page.get_by_text("Kill all 1 live session(s) of app")).to_contain_text(XSS_PAYLOADS[1])
+    page.get_by_role("button", name="Kill all 1 of this app").click()
+    expect(page.get_by_text("Kill requested for 1 session(s) of app").first).to_contain_text(
+        XSS_PAYLOADS[1], timeout=UPDATE_TIMEOUT_MS
+    )
+    for tab in ("System status", "History", "Audit", "Plots", "Sessions"):
+        page.get_by_text(tab, exact=True).first.click()
+        page.wait_for_function("() => document.readyState === 'complete'")
+    expect(page.get_by_text(f"{XSS_PAYLOADS[0]}").first).to_be_attached()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "dashboard-xss.png", full_page=True)
+
+    assert watched.dialogs == []
+    assert page.evaluate("() => window.__pwned === undefined")
+    injected = page.evaluate(
+        """() => {
+        const found = [];
+        const walk = (root) => {
+          for (const el of root.querySelectorAll('*')) {
+            if (el.shadowRoot) walk(el.shadowRoot);
+            const tag = el.tagName.toLowerCase();
+            const bad = (tag === 'img' && el.getAttribute('src') === 'x') || tag === 'iframe'
+                || el.hasAttribute('onload') || el.hasAttribute('onmouseover') || el.hasAttribute('onerror');
+            if (bad) found.push(el.outerHTML.slice(0, 80));
+            if (tag === 'script' && (el.textContent || '').includes('alert(')) found.push(el.outerHTML.slice(0, 80));
+          }
+        };
+        walk(document);
+        return found;
+    }"""
+    )
+    assert injected == []
+
+
+def test_login_is_required_when_a_token_is_set(
+    secured_api: Api, secured_dashboard: Dashboard, watched: Watched
+) -> None:
+    page = watched.page
+    app = unique("secured")
+    sid = secured_api.register(app)
+    assert httpx.get(secured_dashboard.url, follow_redirects=False, timeout=10).status_code in (302, 303)
+
+    page.goto(secured_dashboard.url)
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.fill("input[name=username]", "grace")
+    page.fill("input[name=password]", "not-the-password")
+    page.click("button[type=submit], input[type=submit]")
+    expect(page).to_have_url(re.compile(r"/login\?error="))
+
+    page.fill("input[name=username]", "grace")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    expect(sessions_table(page)).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("signed in as grace")).to_be_visible()
+    search_for(page, app)
+    row_of(page, sid).get_by_text("Kill", exact=True).click(timeout=UPDATE_TIMEOUT_MS)
+    page.get_by_role("button", name="Kill this session").click()
+    expect(page.get_by_text(f"Kill requested for session {sid}").first).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    entry = next(e for e in secured_api.audit() if e["target"] == sid)
+    assert entry["actor"] == "grace", "the logged-in operator is the actor in the audit log"
+
+    # The token reached neither the page nor its websocket.
+    wait_until(lambda: len(watched.frames) > 3)
+    assert ADMIN_TOKEN not in page.content()
+    assert not any(ADMIN_TOKEN in frame for frame in watched.frames)
+    cookies = " ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    assert ADMIN_TOKEN not in cookies
+    assert watched.dialogs == []
+
+
+def test_serve_runs_the_dashboard_beside_the_api_and_stops_it(tmp_path: Path) -> None:
+    api_port, dashboard_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_MONITOR_")}
+    env["SESSION_MONITOR_DATABASE_URL"] = f"sqlite:///{tmp_path / 'monitor.sqlite3'}"
+    command = [sys.executable, "-m", "session_monitor", "serve", "--port", str(api_port)]
+    command += ["--dashboard-port", str(dashboard_port)]
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def dashboard_up() -> bool:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{dashboard_port}/", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(dashboard_up, timeout_s=60, interval_s=0.2)
+        children = psutil.Process(serve.pid).children()
+        assert len(children) == 1 and "dashboard" in children[0].cmdline()
+        assert f"http://127.0.0.1:{api_port}" in children[0].cmdline()
+    finally:
+        os.kill(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=20)
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], "serve must stop the dashboard it started"
