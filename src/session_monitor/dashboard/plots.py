@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 import panel as pn
+from bokeh.core.validation import silence
+from bokeh.core.validation.warnings import MISSING_RENDERERS
 from bokeh.models import ColumnDataSource, FactorRange, Legend  # type: ignore[attr-defined]
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
@@ -39,6 +41,10 @@ MAX_LABEL = 40
 
 def _label(name: str) -> str:
     return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "…"
+
+
+# A timeline with no app yet has no glyph: expected, not worth a warning on every page load.
+silence(MISSING_RENDERERS, True)
 
 
 def timeline_figure(data: Mapping[str, Any], title: str) -> figure:
