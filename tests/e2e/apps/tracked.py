@@ -19,13 +19,20 @@ status = pn.pane.Str("idle", name="status")
 
 
 def run_task(_event: object) -> None:
+    callback_done = threading.Event()
+
     def work() -> None:
-        worker = SessionClient.get_tracker(app_name="tracked")  # from a thread the callback started
+        # Only once the callback has returned does Panel no longer know the session on any thread:
+        # the tracker must still be found, through the thread the callback started.
+        callback_done.wait(5)
+        time.sleep(0.3)
+        worker = SessionClient.get_tracker(app_name="tracked")
         with worker.task("crunching numbers"):
             time.sleep(30)
 
     threading.Thread(target=work, daemon=True).start()
     status.object = "started"
+    callback_done.set()
 
 
 button = pn.widgets.Button(name="Run task", button_type="primary")
