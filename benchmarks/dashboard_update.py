@@ -40,10 +40,8 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.helpers import ServerProcess, free_port, wait_until  # noqa: E402
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, wait_until  # noqa: E402
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 APPS = ["reports", "forecast", "etl", "explorer", "admin"]
 
 
@@ -158,7 +156,7 @@ def main() -> None:
         print(f"{args.sessions:,} live sessions; the full list (what the prototype moved every refresh): "
               f"{len(full.content) / 2**20:.2f} MiB")  # fmt: skip
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             received = [0]
             page.on(

@@ -35,20 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
-from tests.helpers import ServerProcess, free_port, wait_until  # noqa: E402
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, wait_until  # noqa: E402
 
 APP = ROOT / "benchmarks" / "kill_bench_app.py"
-CHROMIUM = os.environ.get("SESSION_MONITOR_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WEBSOCKET_RECORDER = """
 (() => {
   const now = () => performance.timeOrigin + performance.now();

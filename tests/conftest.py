@@ -18,8 +18,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from session_monitor.client import threads
 from session_monitor.server import Settings, create_app
-from tests.helpers import PG_ADMIN_URL
+from tests.helpers import PG_ADMIN_URL, FakeSessions
 
 
 @dataclass
@@ -84,6 +85,15 @@ class FakeClock:
 
     def advance(self, **kwargs: float) -> None:
         self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def sessions() -> Iterator[FakeSessions]:
+    """Make ``with sessions.current(key):`` the current session of a thread, as Panel does for its callbacks."""
+    finder = FakeSessions()
+    threads.add_finder(finder)
+    yield finder
+    threads.remove_finder(finder)
 
 
 @pytest.fixture

@@ -17,6 +17,21 @@ from typing import Any
 import httpx
 import uvicorn
 
+CHROMIUM = os.environ.get("SESSION_MONITOR_CHROMIUM", "/usr/bin/chromium")
+"""Debian's Chromium: Playwright cannot download its own browsers here."""
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Headless, and nothing that reaches outside this machine (background networking, updates, sync)."""
+
 PG_ADMIN_URL = os.environ.get("SESSION_MONITOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -103,3 +118,22 @@ class ServerProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class FakeSessions:
+    """A session finder the test controls, as Panel's is: ``with sessions.current(key):`` makes ``key`` the session
+    of the calling thread (see ``session_monitor.client.threads``)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __call__(self) -> str | None:
+        return getattr(self._local, "key", None)
+
+    @contextlib.contextmanager
+    def current(self, key: str) -> Iterator[None]:
+        self._local.key = key
+        try:
+            yield
+        finally:
+            self._local.key = None

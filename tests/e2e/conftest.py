@@ -19,23 +19,12 @@ import httpx
 import psutil
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-from tests.helpers import ServerProcess, free_port, wait_until
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 """The checkout's root: on ``PYTHONPATH`` of the Panel servers so ``tests.e2e.apps.markers`` imports."""
 APPS = ROOT / "tests" / "e2e" / "apps"
 
-CHROMIUM = os.environ.get("SESSION_MONITOR_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 WEBSOCKET_RECORDER = """
 (() => {

@@ -23,16 +23,6 @@ from tests.helpers import free_port, serve_in_thread, wait_until
 
 from session_monitor.server import Settings, create_app
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ADMIN_TOKEN = "dashboard-admin-token-0123456789"
 PASSWORD = "operator-password-e2e"
 DASHBOARD_START_TIMEOUT_S = 60.0

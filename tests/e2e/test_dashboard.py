@@ -17,7 +17,6 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from tests.e2e.dashboard_support import (
     ADMIN_TOKEN,
-    CHROMIUM_ARGS,
     PASSWORD,
     Api,
     Dashboard,
@@ -25,7 +24,7 @@ from tests.e2e.dashboard_support import (
     running_api,
     watch,
 )
-from tests.helpers import free_port, wait_until
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +76,7 @@ def secured_dashboard(secured_api: Api, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

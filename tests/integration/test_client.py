@@ -8,7 +8,6 @@ checks, whose bound is generous: a call that waited on the network would take th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
@@ -31,7 +30,6 @@ from fastapi import FastAPI
 
 from session_monitor import ClientConfig, SessionClient
 from session_monitor.client import agent as agent_module
-from session_monitor.client import threads
 from session_monitor.client.agent import Agent
 from session_monitor.server import Settings, create_app
 from tests.conftest import DatabaseTarget
@@ -123,32 +121,6 @@ def agent(server: Server) -> Iterator[Agent]:
     yield start_agent(server.url)
     SessionClient.reset()
     agent_module.reset()  # before the server stops: its long-poll ends with it
-
-
-class Sessions:
-    """A session finder the test controls, as Panel's is: ``with sessions.current(key):``."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def __call__(self) -> str | None:
-        return getattr(self._local, "key", None)
-
-    @contextlib.contextmanager
-    def current(self, key: str) -> Iterator[None]:
-        self._local.key = key
-        try:
-            yield
-        finally:
-            self._local.key = None
-
-
-@pytest.fixture
-def sessions() -> Iterator[Sessions]:
-    finder = Sessions()
-    threads.add_finder(finder)
-    yield finder
-    threads._finders.remove(finder)
 
 
 class Counter:

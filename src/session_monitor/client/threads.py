@@ -56,6 +56,12 @@ def untracked() -> Iterator[None]:
         _local.untracked = previous
 
 
+def remove_finder(finder: SessionKeyFinder) -> None:
+    """Forget a finder added with :func:`add_finder` (tests)."""
+    if finder in _finders:
+        _finders.remove(finder)
+
+
 def install() -> None:
     """Wrap ``Thread.start`` and ``ThreadPoolExecutor.submit`` (once per process)."""
     global _installed

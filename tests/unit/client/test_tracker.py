@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -40,32 +39,6 @@ def agent(server: FakeServer) -> Iterator[Agent]:
     server.release()
     SessionClient.reset()
     agent_module.reset()
-
-
-class Sessions:
-    """A session finder the test controls: ``with sessions.current(key):`` makes ``key`` the calling thread's."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def __call__(self) -> str | None:
-        return getattr(self._local, "key", None)
-
-    @contextlib.contextmanager
-    def current(self, key: str) -> Iterator[None]:
-        self._local.key = key
-        try:
-            yield
-        finally:
-            self._local.key = None
-
-
-@pytest.fixture
-def sessions() -> Iterator[Sessions]:
-    finder = Sessions()
-    threads.add_finder(finder)
-    yield finder
-    threads._finders.remove(finder)
 
 
 def last_state(server: FakeServer, session_id: str) -> tuple[str, str | None] | None:
