@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from session_monitor.client import threads
 from session_monitor.server import Settings, create_app
-from tests.helpers import PG_ADMIN_URL, FakeSessions
+from tests.helpers import PG_ADMIN_URL, FakeSessions, pg_admin
 
 
 @dataclass
@@ -48,22 +48,12 @@ def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped at the end."""
     name = f"sm_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
-    async def run(sql: str) -> None:
-        import asyncpg
-
-        url = make_url(PG_ADMIN_URL)
-        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     try:
-        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # a missing PostgreSQL is a failure, never a skip
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for the tests: {exc}")
     yield str(make_url(PG_ADMIN_URL).set(database=name))
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

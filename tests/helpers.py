@@ -35,6 +35,26 @@ CHROMIUM_ARGS = [
 PG_ADMIN_URL = os.environ.get("SESSION_MONITOR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+PROTOTYPE_ROW_FIELDS = frozenset({
+    "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "duration_seconds", "status",
+    "current_task", "is_stale", "kill_requested",
+})  # fmt: skip
+"""The fields of a ``GET /sessions`` row that the prototype's dashboard reads."""
+
+
+async def pg_admin(sql: str) -> None:
+    """Run one statement on the PostgreSQL maintenance database (``CREATE``/``DROP DATABASE``)."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_ADMIN_URL)
+    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,21 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from session_monitor import __version__
 from session_monitor.protocol import API_VERSION
 from tests.conftest import FakeClock
+from tests.helpers import PROTOTYPE_ROW_FIELDS
 
 ACTOR_HEADER = "X-Session-Monitor-Actor"
-
-PROTOTYPE_FIELDS = {
-    "session_id",
-    "app_name",
-    "user_id",
-    "start_time",
-    "last_heartbeat",
-    "duration_seconds",
-    "status",
-    "current_task",
-    "is_stale",
-    "kill_requested",
-}
 
 
 def ts(value: str | None) -> datetime | None:
@@ -90,7 +78,7 @@ async def set_status(client: httpx.AsyncClient, session_id: str, status: str, ta
 async def test_register_without_user(client: httpx.AsyncClient, clock: FakeClock) -> None:
     session_id = await register(client, "task_runner", None)
     row = await get(client, session_id)
-    assert PROTOTYPE_FIELDS <= row.keys()
+    assert PROTOTYPE_ROW_FIELDS <= row.keys()
     assert row["session_id"] == session_id
     assert row["app_name"] == "task_runner"
     assert row["user_id"] is None

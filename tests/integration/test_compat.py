@@ -16,20 +16,7 @@ import pytest
 
 from session_monitor.server import create_app
 from tests.conftest import DatabaseTarget, FakeClock
-from tests.helpers import serve_in_thread
-
-PROTOTYPE_ROW_FIELDS = {
-    "session_id",
-    "app_name",
-    "user_id",
-    "start_time",
-    "last_heartbeat",
-    "duration_seconds",
-    "status",
-    "current_task",
-    "is_stale",
-    "kill_requested",
-}
+from tests.helpers import PROTOTYPE_ROW_FIELDS, serve_in_thread
 
 
 @pytest.fixture
