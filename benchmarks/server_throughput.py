@@ -45,6 +45,10 @@ from pathlib import Path
 from typing import Any
 
 PG_ADMIN_URL = os.environ.get("SESSION_MONITOR_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers import pg_admin  # noqa: E402  (the checkout's test helpers)
+
 HOST = "127.0.0.1"
 CONCURRENCIES = (1, 10, 50, 200)
 READER_CONCURRENCY = 50
@@ -302,18 +306,6 @@ async def _seed(url: str, first: int, count: int) -> None:
         await db.close()
 
 
-async def _pg_admin(sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.engine import make_url
-
-    url = make_url(PG_ADMIN_URL)
-    conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @dataclass
 class Timing:
     warmup_s: float
@@ -514,12 +506,12 @@ def main() -> None:
                 from sqlalchemy.engine import make_url
 
                 name = f"sm_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+                asyncio.run(pg_admin(f'CREATE DATABASE "{name}"', PG_ADMIN_URL))
                 try:
                     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
                     results[kind] = bench_database(kind, url, workdir, pool, timing)
                 finally:
-                    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', PG_ADMIN_URL))
             else:
                 parser.error(f"unknown database {kind!r}")
         for kind, res in results.items():

@@ -42,12 +42,12 @@ PROTOTYPE_ROW_FIELDS = frozenset({
 """The fields of a ``GET /sessions`` row that the prototype's dashboard reads."""
 
 
-async def pg_admin(sql: str) -> None:
+async def pg_admin(sql: str, admin_url: str = PG_ADMIN_URL) -> None:
     """Run one statement on the PostgreSQL maintenance database (``CREATE``/``DROP DATABASE``)."""
     import asyncpg  # type: ignore[import-untyped]
     from sqlalchemy.engine import make_url
 
-    url = make_url(PG_ADMIN_URL)
+    url = make_url(admin_url)
     conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
     try:
         await conn.execute(sql)

@@ -229,7 +229,7 @@ class SessionClient:
             record.status = "running"
             record.current_task = name if len(name) <= MAX_TASK and name.isprintable() else _text(name, MAX_TASK)
             record.task_started_at = datetime.now(UTC)
-            agent._dirty.add(record.session_id)
+            agent.changed(record.session_id)
 
     def _pop_task(self, token: object) -> None:
         agent, record = self._agent, self._record
@@ -245,7 +245,7 @@ class SessionClient:
                 # stays shown, and restores what was there before this one when it ends.
                 stack[index + 1] = (stack[index + 1][0], *stack[index][1:])
                 del stack[index]
-            agent._dirty.add(record.session_id)
+            agent.changed(record.session_id)
 
     # -- ending -----------------------------------------------------------------------------------
 
