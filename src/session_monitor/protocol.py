@@ -62,6 +62,9 @@ Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATU
 Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable)]
 
+Visibility = Literal["visible", "hidden"]
+"""``document.visibilityState`` as the page last reported it (a frozen page reports nothing)."""
+
 
 class _Request(BaseModel):
     # Unknown fields are ignored so newer clients can talk to older servers.
@@ -135,11 +138,30 @@ class SessionOut(BaseModel):
     end_reason: str | None
     ended_by: str | None
     agent_id: str | None = Field(description="The agent (Panel process) tracking it; null for prototype clients.")
+    visibility: str | None = Field(default=None, description="`visible` or `hidden` as the page last reported it.")
+    last_interaction_at: datetime | None = None
+    idle_seconds: float | None = Field(
+        default=None, description="Seconds since the user last interacted with the page, when the page reports it."
+    )
+    disconnected_at: datetime | None = Field(
+        default=None, description="Since when the session has had no websocket (state `disconnected`)."
+    )
+    changed_at: datetime | None = Field(
+        default=None, description="Last change other than a heartbeat; what `GET /sessions?changed_since=` compares."
+    )
 
 
 class SessionList(BaseModel):
     sessions: list[SessionOut]
     total: int = Field(description="Number of sessions matching the filters, whatever the page.")
+    cursor: datetime | None = Field(
+        default=None,
+        description="Pass as `changed_since` next time to get only the sessions changed meanwhile.",
+    )
+    agent_last_seen: dict[str, datetime] | None = Field(
+        default=None,
+        description="With `changed_since`: each live agent's last sync, the heartbeat of all its sessions.",
+    )
 
 
 class AuditEntry(BaseModel):
@@ -219,6 +241,13 @@ class TrackedSession(_Request):
     current_task: TaskName | None = None
     task_started_at: UTCTime | None = None
     started_at: UTCTime
+    visibility: Visibility | None = Field(default=None, description="Page visibility, once the page reported it.")
+    last_interaction_at: UTCTime | None = Field(
+        default=None, description="When the user last interacted with the page (pointer, key, scroll, touch)."
+    )
+    disconnected_at: UTCTime | None = Field(
+        default=None, description="Since when the session has no websocket (inside the reconnect grace); else null."
+    )
 
 
 class SessionEnd(_Request):

@@ -80,6 +80,10 @@ class AgentStore:
                         "host": info.host,
                         "pid": info.pid,
                         "agent_id": agent_id,
+                        "visibility": s.visibility,
+                        "last_interaction_at": s.last_interaction_at,
+                        "disconnected_at": s.disconnected_at,
+                        "changed_at": now,
                     }
                     for s in chunk
                 ]
@@ -97,6 +101,10 @@ class AgentStore:
                             "host": ex.host,
                             "pid": ex.pid,
                             "agent_id": ex.agent_id,
+                            "visibility": ex.visibility,
+                            "last_interaction_at": ex.last_interaction_at,
+                            "disconnected_at": ex.disconnected_at,
+                            "changed_at": now,
                             "last_heartbeat": now,
                             # A session the reaper expired while its agent was cut off is alive after all.
                             "ended_at": None,
@@ -119,6 +127,7 @@ class AgentStore:
                         ended_at=sa.bindparam("at"),
                         ended_by="agent",
                         end_reason=sa.case((c.kill_requested, "killed"), else_=sa.bindparam("reason")),
+                        changed_at=now,
                     ),
                     [{"sid": e.session_id, "at": min(e.ended_at, now), "reason": e.reason} for e in req.ended],
                 )
@@ -137,9 +146,14 @@ class AgentStore:
                             ended_at=now,
                             end_reason=sa.case((c.kill_requested, "killed"), else_="closed"),
                             ended_by="agent",
+                            changed_at=now,
                         )
                     )
-            conn.execute(sessions.update().where(live_of_agent).values(last_heartbeat=now))
+            conn.execute(
+                sessions.update()
+                .where(live_of_agent)
+                .values(last_heartbeat=now, changed_at=self.store.heartbeat_changed(now))
+            )
             if req.exiting:
                 conn.execute(
                     sessions.update()
@@ -148,6 +162,7 @@ class AgentStore:
                         ended_at=now,
                         ended_by="agent",
                         end_reason=sa.case((c.kill_requested, "killed"), else_="process_exit"),
+                        changed_at=now,
                     )
                 )
             return SyncResult(resync=existed is None and not req.full, commands=self._pending(conn, agent_id, req))

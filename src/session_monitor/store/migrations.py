@@ -125,11 +125,32 @@ def _v4_agents(conn: sa.Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_sessions_agent ON sessions (agent_id, ended_at)")
 
 
+def _v5_liveness(conn: sa.Connection) -> None:
+    """Browser liveness (visibility, last interaction, websocket gone) and a change stamp for cursors.
+
+    ``changed_at`` moves on every change an operator can see except a heartbeat, so a dashboard can
+    ask for the rows changed since its last look; existing rows take their latest known time.
+    """
+    columns: list[tuple[str, sa.types.TypeEngine[Any]]] = [
+        ("visibility", sa.String(16)),
+        ("last_interaction_at", UTCDateTime()),
+        ("disconnected_at", UTCDateTime()),
+        ("changed_at", UTCDateTime()),
+    ]
+    preparer = conn.dialect.identifier_preparer
+    for name, type_ in columns:
+        ddl = type_.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE sessions ADD COLUMN {preparer.quote(name)} {ddl}")
+    conn.exec_driver_sql("UPDATE sessions SET changed_at = COALESCE(ended_at, kill_requested_at, last_heartbeat)")
+    conn.exec_driver_sql("CREATE INDEX ix_sessions_changed ON sessions (changed_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions table (prototype shape)", _v1_sessions),
     Migration(2, "history, placement and kill intent columns", _v2_history),
     Migration(3, "audit log", _v3_audit),
     Migration(4, "agents and their command queue", _v4_agents),
+    Migration(5, "browser liveness columns and the change stamp", _v5_liveness),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -58,6 +58,11 @@ class SessionRow(Base):
     ended_by: Mapped[str | None] = mapped_column(sa.String(100))
     # v4
     agent_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # v5
+    visibility: Mapped[str | None] = mapped_column(sa.String(16))
+    last_interaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class AuditRow(Base):

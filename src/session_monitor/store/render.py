@@ -21,11 +21,17 @@ from session_monitor.store.models import sessions
 FIELDS = (
     "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "status", "current_task",
     "kill_requested", "host", "pid", "task_started_at", "kill_requested_at", "kill_requested_by",
-    "kill_reason", "ended_at", "end_reason", "ended_by", "agent_id",
+    "kill_reason", "ended_at", "end_reason", "ended_by", "agent_id", "visibility", "last_interaction_at",
+    "disconnected_at", "changed_at",
 )  # fmt: skip
 """The columns a session row is selected with, in this order."""
 
-_TIMESTAMPS = frozenset({"start_time", "last_heartbeat", "task_started_at", "kill_requested_at", "ended_at"})
+_TIMESTAMPS = frozenset(
+    {
+        "start_time", "last_heartbeat", "task_started_at", "kill_requested_at", "ended_at", "last_interaction_at",
+        "disconnected_at", "changed_at",
+    }
+)  # fmt: skip
 
 
 def session_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
@@ -58,14 +64,22 @@ class SessionRenderer:
     def __call__(self, row: Any, now: datetime) -> dict[str, Any]:
         (sid, app_name, user_id, start_time, last_heartbeat, status, current_task, kill_requested, host, pid,
          task_started_at, kill_requested_at, kill_requested_by, kill_reason, ended_at, end_reason, ended_by,
-         agent_id) = self._pick(row)  # fmt: skip
+         agent_id, visibility, last_interaction_at, disconnected_at, changed_at) = self._pick(row)  # fmt: skip
         t = self.time
         start_time, last_heartbeat, ended_at = t(start_time), t(last_heartbeat), t(ended_at)
         task_started_at, kill_requested_at = t(task_started_at), t(kill_requested_at)
+        last_interaction_at, disconnected_at, changed_at = t(last_interaction_at), t(disconnected_at), t(changed_at)
         assert start_time is not None and last_heartbeat is not None
         live = ended_at is None
         is_stale = live and now - last_heartbeat > self.stale_after
-        state = status if live and not is_stale else "stale" if live else "ended"
+        if not live:
+            state = "ended"
+        elif is_stale:
+            state = "stale"
+        elif disconnected_at is not None:
+            state = "disconnected"
+        else:
+            state = status
         running_since = task_started_at if live and status == "running" else None
         return {
             "session_id": sid,
@@ -90,4 +104,13 @@ class SessionRenderer:
             "end_reason": end_reason,
             "ended_by": ended_by,
             "agent_id": agent_id,
+            "visibility": visibility,
+            "last_interaction_at": last_interaction_at,
+            "idle_seconds": (
+                round(max(0.0, ((ended_at or now) - last_interaction_at).total_seconds()), 3)
+                if last_interaction_at
+                else None
+            ),
+            "disconnected_at": disconnected_at if live else None,
+            "changed_at": changed_at,
         }

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from session_monitor.errors import SessionEnded, SessionNotFound
 from session_monitor.store.engine import Database
@@ -96,6 +97,11 @@ class Store:
 
     # -- rendering --------------------------------------------------------------------------
 
+    def heartbeat_changed(self, now: datetime) -> sa.ColumnElement[Any]:
+        """``changed_at`` for a heartbeat: it moves only when the heartbeat ends a ``stale`` state."""
+        c = sessions.c
+        return sa.case((c.last_heartbeat < now - self.stale_after, now), else_=c.changed_at)
+
     def session_dict(self, row: Any, now: datetime) -> dict[str, Any]:
         """A row selected with ``self.columns`` as the API shows it, with the computed fields."""
         return self._render(row, now)
@@ -126,6 +132,7 @@ class Store:
                     status="idle",
                     current_task=None,
                     kill_requested=False,
+                    changed_at=now,
                 )
             )
             return session_id
@@ -140,7 +147,7 @@ class Store:
             row = conn.execute(
                 sessions.update()
                 .where(sessions.c.session_id == session_id, sessions.c.ended_at.is_(None))
-                .values(last_heartbeat=now)
+                .values(last_heartbeat=now, changed_at=self.heartbeat_changed(now))
                 .returning(sessions.c.kill_requested)
             ).first()
             if row is None:
@@ -172,7 +179,13 @@ class Store:
             result = conn.execute(
                 sessions.update()
                 .where(c.session_id == session_id, c.ended_at.is_(None))
-                .values(status=status, current_task=current_task, last_heartbeat=now, task_started_at=task_started)
+                .values(
+                    status=status,
+                    current_task=current_task,
+                    last_heartbeat=now,
+                    task_started_at=task_started,
+                    changed_at=now,
+                )
             )
             if result.rowcount == 0:
                 _raise_missing(conn, session_id)
@@ -192,6 +205,7 @@ class Store:
                     ended_at=now,
                     end_reason=sa.case((c.kill_requested, "killed"), else_=reason),
                     ended_by=actor.name,
+                    changed_at=now,
                 )
                 .returning(c.end_reason)
             ).first()
@@ -217,6 +231,7 @@ class Store:
                     kill_requested_at=sa.func.coalesce(c.kill_requested_at, now),
                     kill_requested_by=actor.name,
                     kill_reason=reason,
+                    changed_at=now,
                 )
                 .returning(*self.columns)
             ).first()
@@ -243,6 +258,7 @@ class Store:
                     kill_requested_at=sa.func.coalesce(c.kill_requested_at, now),
                     kill_requested_by=actor.name,
                     kill_reason=reason,
+                    changed_at=now,
                 )
                 .returning(c.session_id, c.agent_id)
             ).all()
@@ -262,7 +278,7 @@ class Store:
             count = conn.execute(
                 sessions.update()
                 .where(c.ended_at.is_(None), c.last_heartbeat < cutoff)
-                .values(ended_at=now, end_reason="expired", ended_by=actor.name)
+                .values(ended_at=now, end_reason="expired", ended_by=actor.name, changed_at=now)
             ).rowcount
             if audit:
                 _audit(
@@ -307,8 +323,10 @@ class Store:
             cutoff = now - self.stale_after
             if f.state == "stale":
                 cond.append(c.last_heartbeat < cutoff)
+            elif f.state == "disconnected":
+                cond.extend([c.disconnected_at.is_not(None), c.last_heartbeat >= cutoff])
             else:
-                cond.extend([c.status == f.state, c.last_heartbeat >= cutoff])
+                cond.extend([c.status == f.state, c.disconnected_at.is_(None), c.last_heartbeat >= cutoff])
         if f.search:
             cond.append(
                 sa.or_(
@@ -334,18 +352,25 @@ class Store:
             query = query.offset(offset)
 
         count = sa.select(sa.func.count()).select_from(sessions).where(*cond)
-        rendered: list[dict[str, Any]] = []
-        # Streamed in partitions: fetching and rendering 10,000 rows in one go held the event loop,
-        # and every heartbeat waiting on it, for the whole listing. Between partitions others run.
         async with self.db.read_engine.connect() as conn:
-            result = await conn.stream(query)
-            async for part in result.partitions(LIST_PARTITION_ROWS):
-                rendered.extend(self.session_dict(r, now) for r in part)
+            rendered = await self.render_stream(conn, query, now)
             if limit is None and not offset:
                 total = len(rendered)
             else:
                 total = int((await conn.execute(count)).scalar_one())
         return rendered, total
+
+    async def render_stream(self, conn: AsyncConnection, query: sa.Select[Any], now: datetime) -> list[dict[str, Any]]:
+        """The rendered rows of ``query`` (selected with ``self.columns``).
+
+        Streamed in partitions: fetching and rendering 10,000 rows in one go held the event loop,
+        and every heartbeat waiting on it, for the whole listing. Between partitions others run.
+        """
+        rendered: list[dict[str, Any]] = []
+        result = await conn.stream(query)
+        async for part in result.partitions(LIST_PARTITION_ROWS):
+            rendered.extend(self.session_dict(r, now) for r in part)
+        return rendered
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         now = self.clock()
@@ -363,7 +388,7 @@ class Store:
         now = self.clock()
         c = sessions.c
         stale = c.last_heartbeat < now - self.stale_after
-        state = sa.case((stale, "stale"), else_=c.status)
+        state = sa.case((stale, "stale"), (c.disconnected_at.is_not(None), "disconnected"), else_=c.status)
         query = sa.select(c.app_name, state, sa.func.count()).where(c.ended_at.is_(None)).group_by(c.app_name, state)
 
         def fn(conn: sa.Connection) -> list[tuple[str, str, int]]:

@@ -260,6 +260,9 @@ async def test_version_2_database_upgrades_without_losing_rows(db_target: Databa
                 "Export",
             )
             assert live["task_seconds"] == 120.0
+            # v5 stamps existing rows with their latest known time, so cursors see them once
+            assert datetime.fromisoformat(live["changed_at"]) == t0 - timedelta(seconds=5)
+            assert (live["visibility"], live["idle_seconds"], live["disconnected_at"]) == (None, None, None)
             assert (await client.get("/sessions", params={"host": "node-7"})).json()["total"] == 1
 
             history = (await client.get("/history", params={"reason": "killed"})).json()
@@ -273,6 +276,7 @@ async def test_version_2_database_upgrades_without_losing_rows(db_target: Databa
             )
             assert ended["duration_seconds"] == 3600.0
             assert datetime.fromisoformat(ended["ended_at"]) == t0 - timedelta(hours=1)
+            assert datetime.fromisoformat(ended["changed_at"]) == t0 - timedelta(hours=1)
 
             # the audit log is new in version 3 and works at once
             assert (await client.get("/audit")).json() == {"entries": [], "total": 0}

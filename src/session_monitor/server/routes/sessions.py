@@ -6,8 +6,8 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Query
-from pydantic import AfterValidator
+from fastapi import APIRouter, Body, HTTPException, Path, Query
+from pydantic import AfterValidator, AwareDatetime
 
 from session_monitor import defaults
 from session_monitor.protocol import (
@@ -35,6 +35,7 @@ from session_monitor.server.routes._common import (
     checked_session_id,
 )
 from session_monitor.store import SessionFilters
+from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
 
 router = APIRouter(tags=["sessions"])
 
@@ -65,12 +66,33 @@ async def list_sessions(
     q: SearchFilter = None,
     limit: Annotated[int | None, Query(ge=1, le=100_000, description="Page size; all when absent.")] = None,
     offset: Offset = 0,
+    changed_since: Annotated[
+        AwareDatetime | None,
+        Query(
+            description="A `cursor` from an earlier answer: only sessions changed since then, ended ones "
+            "included (their `state` is `ended`: drop them), plus `agent_last_seen`. Combines with app, "
+            "user and host, not with status, q, limit or offset."
+        ),
+    ] = None,
 ) -> JSONBytes:
     """Live sessions, newest first, with computed ``duration_seconds``, ``is_stale`` and ``state``."""
-    rows, total = await store.list_sessions(
-        SessionFilters(app=app, state=status, user=user, host=host, search=q), limit=limit, offset=offset
+    filters = SessionFilters(app=app, state=status, user=user, host=host, search=q)
+    cursor = store.clock() - CURSOR_OVERLAP
+    if changed_since is None:
+        rows, total = await store.list_sessions(filters, limit=limit, offset=offset)
+        return JSONBytes({"sessions": rows, "total": total, "cursor": cursor})
+    clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
+    if clashing:
+        raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
+    changes = await list_changes(store, changed_since, filters)
+    return JSONBytes(
+        {
+            "sessions": changes.sessions,
+            "total": changes.total,
+            "cursor": changes.cursor,
+            "agent_last_seen": changes.agent_last_seen,
+        }
     )
-    return JSONBytes({"sessions": rows, "total": total})
 
 
 @router.delete("/sessions/stale", response_model=CleanupResponse, summary="End silent sessions")
