@@ -99,8 +99,10 @@ class ApiClient:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def sessions(self) -> Fetched:
-        return await self.request("GET", "/sessions")
+    async def sessions(self, changed_since: str | None = None) -> Fetched:
+        """Every live session, or with ``changed_since`` (a ``cursor`` of an earlier answer) only the changed ones."""
+        params = {"changed_since": changed_since} if changed_since else None
+        return await self.request("GET", "/sessions", params=params)
 
     async def agents(self) -> list[dict[str, Any]]:
         return list((await self.request("GET", "/agents")).data["agents"])
@@ -127,19 +129,36 @@ class ApiClient:
         return int(fetched.data["killed_count"])
 
 
+FULL_RELOAD_S = 60.0
+"""Seconds between two full listings; in between the feed asks only for what changed."""
+
+
 @dataclass
 class SessionFeed:
     """The live session list shared by every dashboard page of a process: one fetch per interval, whatever the
     number of open pages, so ten operators do not cost the API ten times as much.
+
+    After one full listing the feed asks only for the sessions changed since the server's last ``cursor`` and
+    merges them by id (an ended one is removed). A full listing comes again every :data:`FULL_RELOAD_S`, after
+    an error, and whenever the merged count disagrees with the server's ``total``, so a lost change heals.
+    ``latest`` holds the merged list; its ``seconds`` and ``nbytes`` are those of the request that brought it.
     """
 
     client: ApiClient
     max_age_s: float = 1.0
     max_load: float = 0.2
     """At most this share of the time is spent waiting on the list: a slow answer spaces the next fetch."""
+    full_reload_s: float = FULL_RELOAD_S
     latest: Fetched | None = None
     error: ApiError | None = None
     fetched_at: float = 0.0
+    full_fetches: int = 0
+    delta_fetches: int = 0
+    _rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _agent_seen: dict[str, str] = field(default_factory=dict)
+    _cursor: str | None = None
+    _full_at: float = 0.0
+    _agreed: bool = True
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def get(self) -> Fetched:
@@ -148,12 +167,41 @@ class SessionFeed:
             spent = self.latest.seconds if self.latest else 0.0
             if time.monotonic() - self.fetched_at >= max(self.max_age_s, spent / self.max_load - spent):
                 try:
-                    self.latest, self.error = await self.client.sessions(), None
+                    self.latest, self.error = await self._fetch(), None
                 except ApiError as exc:
-                    self.error = exc
+                    self.error, self._cursor = exc, None
                     logger.warning("cannot list sessions: %s", exc)
                 self.fetched_at = time.monotonic()
             if self.error is not None:
                 raise self.error
             assert self.latest is not None
             return self.latest
+
+    def reload(self) -> None:
+        """Make the next :meth:`get` fetch the whole list now (after an admin action, say)."""
+        self.fetched_at, self._cursor = 0.0, None
+
+    async def _fetch(self) -> Fetched:
+        now = time.monotonic()
+        if self._cursor is None or now - self._full_at >= self.full_reload_s:
+            answer = await self.client.sessions()
+            self._rows = {str(s["session_id"]): s for s in answer.data["sessions"]}
+            self._agent_seen = {}
+            self._full_at = now
+            self.full_fetches += 1
+        else:
+            answer = await self.client.sessions(changed_since=self._cursor)
+            for s in answer.data["sessions"]:
+                if s.get("state") == "ended":
+                    self._rows.pop(str(s["session_id"]), None)
+                else:
+                    self._rows[str(s["session_id"])] = s
+            self._agent_seen = dict(answer.data.get("agent_last_seen") or {})
+            self.delta_fetches += 1
+        # A count that disagrees twice in a row means a change was missed (a server with a new database, say):
+        # start over. Once is normal: a session may start between the server's listing and its count.
+        agrees = answer.data.get("total") == len(self._rows)
+        self._cursor = answer.data.get("cursor") if agrees or self._agreed else None
+        self._agreed = agrees
+        data = {"sessions": list(self._rows.values()), "total": len(self._rows), "agent_last_seen": self._agent_seen}
+        return Fetched(data, answer.seconds, answer.nbytes, answer.fetched_at)

@@ -105,17 +105,26 @@ def text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def session_row(s: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
-    """One API session as a table row, in :data:`COLUMNS` order."""
+def session_row(s: Mapping[str, Any], now: datetime, agent_seen: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+    """One API session as a table row, in :data:`COLUMNS` order.
+
+    ``agent_seen`` (agent id → its last sync) stands in for the heartbeat of agent-tracked sessions: a changes-only
+    listing does not repeat rows whose only news is that their agent is alive. Idle time is counted from
+    ``last_interaction_at`` for the same reason.
+    """
     start = parse_time(s.get("start_time"))
     seen = parse_time(s.get("last_heartbeat"))
+    agent_at = parse_time(agent_seen.get(s.get("agent_id") or "")) if agent_seen else None
+    if agent_at is not None and (seen is None or agent_at > seen):
+        seen = agent_at
     task_started = parse_time(s.get("task_started_at"))
     state = "killing" if s.get("kill_requested") else word(s.get("state"), "unknown")
     host, pid = s.get("host"), s.get("pid")
     placement = f"{text(host) or '?'}:{pid}" if pid is not None else text(host)
     seen_key, seen_text = seen_band((now - seen).total_seconds()) if seen else (0, "")
     running = task_started is not None and s.get("status") == "running"
-    idle_s = s.get("idle_seconds")
+    interacted = parse_time(s.get("last_interaction_at"))
+    idle_s = (now - interacted).total_seconds() if interacted else s.get("idle_seconds")
     return (
         str(s["session_id"]),
         text(s.get("app_name")),
@@ -135,8 +144,10 @@ def session_row(s: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
     )
 
 
-def rows_by_id(sessions: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, tuple[Any, ...]]:
-    return {row[0]: row for row in (session_row(s, now) for s in sessions)}
+def rows_by_id(
+    sessions: Iterable[Mapping[str, Any]], now: datetime, agent_seen: Mapping[str, Any] | None = None
+) -> dict[str, tuple[Any, ...]]:
+    return {row[0]: row for row in (session_row(s, now, agent_seen) for s in sessions)}
 
 
 def _same(a: Any, b: Any) -> bool:

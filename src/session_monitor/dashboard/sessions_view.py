@@ -154,7 +154,9 @@ class SessionsView:
         started = time.perf_counter()
         now = fetched.fetched_at
         if "rows" not in fetched.derived:  # once per fetch, whatever the number of open pages
-            fetched.derived["rows"] = model.rows_by_id(fetched.data["sessions"], now)
+            fetched.derived["rows"] = model.rows_by_id(
+                fetched.data["sessions"], now, fetched.data.get("agent_last_seen")
+            )
         new: dict[str, tuple[Any, ...]] = fetched.derived["rows"]
         diff = model.diff_rows(self.rows, new)
         self.apply(diff, new)
