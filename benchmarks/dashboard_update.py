@@ -195,7 +195,11 @@ def main() -> None:
             browser.close()
     finally:
         board.terminate()
-        board.wait(timeout=20)
+        try:
+            board.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            board.kill()
+            board.wait()
         server.stop()
 
 

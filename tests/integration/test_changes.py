@@ -1,6 +1,6 @@
 """``GET /sessions?changed_since=``: only what changed, on SQLite and the real PostgreSQL.
 
-The clock is a ``FakeClock``: a cursor is 5 s (the overlap) before the read, so each test moves
+The clock is a ``FakeClock``: a cursor is 2 s (the overlap) before the read, so each test moves
 time past the overlap before it expects an empty answer.
 """
 

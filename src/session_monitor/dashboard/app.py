@@ -10,6 +10,7 @@ name is sent to the server as the actor of every kill).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import threading
@@ -122,7 +123,16 @@ def create_dashboard(
     return page
 
 
+EXIT_GRACE_S = 5.0
+"""After SIGTERM, the most the dashboard waits for its exit hooks before leaving anyway (it holds no state)."""
+
+
 def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    # The SystemExit lands in whatever the main thread runs; a callback that catches BaseException (seen under
+    # heavy load: the first SIGTERM was lost) must not keep the process alive, so a timer ends it regardless.
+    timer = threading.Timer(EXIT_GRACE_S, os._exit, args=(128 + signum,))
+    timer.daemon = True
+    timer.start()
     raise SystemExit(128 + signum)
 
 

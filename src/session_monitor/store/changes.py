@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from session_monitor.store.models import agents, sessions
 from session_monitor.store.repository import SessionFilters, Store
 
-CURSOR_OVERLAP = timedelta(seconds=5)
+CURSOR_OVERLAP = timedelta(seconds=2)
 """How far before the read the returned cursor lies (covers commit delay and replica clock skew)."""
 
 
