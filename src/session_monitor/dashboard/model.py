@@ -105,6 +105,81 @@ def text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What a row shows that does not depend on the time of the refresh, and its timestamps as epoch seconds."""
+
+    head: tuple[str, str, str, str, str, str]
+    """session_id, app, user, placement, state, task."""
+    started: str
+    visibility: str
+    agent_id: str
+    start_ts: float | None
+    task_ts: float | None
+    """Start of the running task; ``None`` when no task runs."""
+    seen_ts: float | None
+    interacted_ts: float | None
+    idle_s: float | None
+    """The server's idle seconds, for rows without ``last_interaction_at``."""
+
+
+def _ts(value: Any) -> float | None:
+    parsed = parse_time(value)
+    return parsed.timestamp() if parsed else None
+
+
+def _parse(s: Mapping[str, Any]) -> _Parsed:
+    start = parse_time(s.get("start_time"))
+    task_ts = _ts(s.get("task_started_at")) if s.get("status") == "running" else None
+    state = "killing" if s.get("kill_requested") else word(s.get("state"), "unknown")
+    host, pid = s.get("host"), s.get("pid")
+    placement = f"{text(host) or '?'}:{pid}" if pid is not None else text(host)
+    idle_s = s.get("idle_seconds")
+    return _Parsed(
+        head=(
+            str(s["session_id"]),
+            text(s.get("app_name")),
+            text(s.get("user_id")),
+            placement,
+            state,
+            text(s.get("current_task")),
+        ),
+        started=fmt_time(start),
+        visibility=word(s.get("visibility")),
+        agent_id=text(s.get("agent_id")),
+        start_ts=start.timestamp() if start else None,
+        task_ts=task_ts,
+        seen_ts=_ts(s.get("last_heartbeat")),
+        interacted_ts=_ts(s.get("last_interaction_at")),
+        idle_s=float(idle_s) if isinstance(idle_s, int | float) else None,
+    )
+
+
+def _row(p: _Parsed, now_ts: float, agent_seen_ts: Mapping[str, float]) -> tuple[Any, ...]:
+    seen_ts = p.seen_ts
+    agent_ts = agent_seen_ts.get(p.agent_id) if p.agent_id else None
+    if agent_ts is not None and (seen_ts is None or agent_ts > seen_ts):
+        seen_ts = agent_ts
+    seen_key, seen_text = seen_band(now_ts - seen_ts) if seen_ts is not None else (0, "")
+    idle_s = now_ts - p.interacted_ts if p.interacted_ts is not None else p.idle_s
+    return (
+        *p.head,
+        fmt_duration(now_ts - p.task_ts) if p.task_ts is not None else "",
+        p.started,
+        fmt_duration(now_ts - p.start_ts) if p.start_ts is not None else "",
+        seen_text,
+        p.visibility,
+        fmt_duration(idle_s),
+        p.start_ts if p.start_ts is not None else 0.0,
+        p.task_ts if p.task_ts is not None else math.nan,
+        seen_key,
+    )
+
+
+def _agent_seen_ts(agent_seen: Mapping[str, Any] | None) -> dict[str, float]:
+    return {str(k): ts for k, v in (agent_seen or {}).items() if (ts := _ts(v)) is not None}
+
+
 def session_row(s: Mapping[str, Any], now: datetime, agent_seen: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
     """One API session as a table row, in :data:`COLUMNS` order.
 
@@ -112,42 +187,39 @@ def session_row(s: Mapping[str, Any], now: datetime, agent_seen: Mapping[str, An
     listing does not repeat rows whose only news is that their agent is alive. Idle time is counted from
     ``last_interaction_at`` for the same reason.
     """
-    start = parse_time(s.get("start_time"))
-    seen = parse_time(s.get("last_heartbeat"))
-    agent_at = parse_time(agent_seen.get(s.get("agent_id") or "")) if agent_seen else None
-    if agent_at is not None and (seen is None or agent_at > seen):
-        seen = agent_at
-    task_started = parse_time(s.get("task_started_at"))
-    state = "killing" if s.get("kill_requested") else word(s.get("state"), "unknown")
-    host, pid = s.get("host"), s.get("pid")
-    placement = f"{text(host) or '?'}:{pid}" if pid is not None else text(host)
-    seen_key, seen_text = seen_band((now - seen).total_seconds()) if seen else (0, "")
-    running = task_started is not None and s.get("status") == "running"
-    interacted = parse_time(s.get("last_interaction_at"))
-    idle_s = (now - interacted).total_seconds() if interacted else s.get("idle_seconds")
-    return (
-        str(s["session_id"]),
-        text(s.get("app_name")),
-        text(s.get("user_id")),
-        placement,
-        state,
-        text(s.get("current_task")),
-        fmt_duration((now - task_started).total_seconds()) if running and task_started else "",
-        fmt_time(start),
-        fmt_duration((now - start).total_seconds()) if start else "",
-        seen_text,
-        word(s.get("visibility")),
-        fmt_duration(float(idle_s)) if isinstance(idle_s, int | float) else "",
-        start.timestamp() if start else 0.0,
-        task_started.timestamp() if running and task_started else math.nan,
-        seen_key,
-    )
+    return _row(_parse(s), now.timestamp(), _agent_seen_ts(agent_seen))
+
+
+class RowRenderer:
+    """:func:`session_row` for a whole list, parsing each session's text and timestamps only when it changed.
+
+    The feed keeps the same dict for a session until the server sends a new version of it, so the dict's
+    identity tells whether the cached parse still holds; a refresh then computes only the time-dependent cells.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Mapping[str, Any], _Parsed]] = {}
+
+    def rows_by_id(
+        self, sessions: Iterable[Mapping[str, Any]], now: datetime, agent_seen: Mapping[str, Any] | None = None
+    ) -> dict[str, tuple[Any, ...]]:
+        now_ts, seen = now.timestamp(), _agent_seen_ts(agent_seen)
+        old, cache = self._cache, {}
+        out: dict[str, tuple[Any, ...]] = {}
+        for s in sessions:
+            sid = str(s["session_id"])
+            hit = old.get(sid)
+            parsed = hit[1] if hit is not None and hit[0] is s else _parse(s)
+            cache[sid] = (s, parsed)
+            out[sid] = _row(parsed, now_ts, seen)
+        self._cache = cache
+        return out
 
 
 def rows_by_id(
     sessions: Iterable[Mapping[str, Any]], now: datetime, agent_seen: Mapping[str, Any] | None = None
 ) -> dict[str, tuple[Any, ...]]:
-    return {row[0]: row for row in (session_row(s, now, agent_seen) for s in sessions)}
+    return RowRenderer().rows_by_id(sessions, now, agent_seen)
 
 
 def _same(a: Any, b: Any) -> bool:

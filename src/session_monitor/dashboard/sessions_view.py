@@ -65,6 +65,10 @@ class SessionTable(pn.widgets.Tabulator):
         return df.sort_values(fields, ascending=ascending, kind="mergesort", key=by, na_position="last")
 
 
+_RENDERER = model.RowRenderer()
+"""Shared by every page of the process: rows are derived once per fetch, whatever the number of pages."""
+
+
 def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=list(model.COLUMNS))
 
@@ -154,7 +158,7 @@ class SessionsView:
         started = time.perf_counter()
         now = fetched.fetched_at
         if "rows" not in fetched.derived:  # once per fetch, whatever the number of open pages
-            fetched.derived["rows"] = model.rows_by_id(
+            fetched.derived["rows"] = _RENDERER.rows_by_id(
                 fetched.data["sessions"], now, fetched.data.get("agent_last_seen")
             )
         new: dict[str, tuple[Any, ...]] = fetched.derived["rows"]

@@ -122,3 +122,25 @@ def test_timeline_counts_sessions_live_at_each_time() -> None:
     ]
     assert count_timeline(spans, t, max_apps=5) == {"a": [2, 1, 1, 1], "b": [0, 0, 0, 1]}
     assert count_timeline(spans, t, max_apps=1) == {"a": [2, 1, 1, 1], OTHER_APPS: [0, 0, 0, 1]}
+
+
+def test_the_renderer_reuses_parses_of_unchanged_sessions_and_agrees_with_session_row() -> None:
+    renderer = model.RowRenderer()
+    same, changing = api_session("same"), api_session("changing")
+    first = renderer.rows_by_id([same, changing], NOW)
+    assert first == model.rows_by_id([same, changing], NOW)
+    later = NOW + timedelta(minutes=3)
+    changed = api_session("changing", user_id="bob")
+    agent_seen = {"agent-1": later.isoformat()}
+    second = renderer.rows_by_id([same, changed], later, agent_seen)
+    assert second == model.rows_by_id([same, changed], later, agent_seen)
+    assert cell(second["changing"], "user") == "bob"
+    assert cell(second["same"], "duration") == "8m"  # time-dependent cells move even when the parse is reused
+
+
+def test_the_agents_last_sync_stands_in_for_the_heartbeat_and_idle_counts_from_the_interaction() -> None:
+    s = api_session(agent_id="agent-1", last_interaction_at=(NOW - timedelta(seconds=200)).isoformat())
+    old_beat = model.session_row(s, NOW + timedelta(minutes=5))
+    fresh = model.session_row(s, NOW + timedelta(minutes=5), {"agent-1": (NOW + timedelta(minutes=5)).isoformat()})
+    assert (cell(old_beat, "last_seen"), cell(fresh, "last_seen")) == ("5m ago", "< 15s ago")
+    assert cell(fresh, "idle") == "8m"
