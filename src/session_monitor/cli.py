@@ -360,3 +360,14 @@ def cleanup(url: str, admin_token: str | None, older_than_minutes: int) -> None:
     """End sessions without a heartbeat for a while (as ``expired``)."""
     data = _request("DELETE", url, "/sessions/stale", admin_token, params={"older_than_minutes": older_than_minutes})
     click.echo(f"ended {data['deleted_count']} silent session(s)")
+
+
+@main.command(name="setup-script")
+def setup_script() -> None:
+    """Print the path of the script that tracks every session of a ``panel serve``.
+
+    Use: panel serve app.py --setup "$(session-monitor setup-script)"
+    """
+    from pathlib import Path
+
+    click.echo(Path(__file__).resolve().parent / "client" / "setup_hook.py")

@@ -111,7 +111,14 @@ class PanelServer:
     """``panel serve`` of some test apps as a child process, reporting to a monitor."""
 
     def __init__(
-        self, apps: tuple[str, ...], monitor_url: str, markers: Path, log_path: Path, num_procs: int | None = None
+        self,
+        apps: tuple[str, ...],
+        monitor_url: str,
+        markers: Path,
+        log_path: Path,
+        num_procs: int | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -122,8 +129,10 @@ class PanelServer:
         command += ["--allow-websocket-origin", f"127.0.0.1:{self.port}", "--liveness"]
         if num_procs is not None:
             command += ["--num-procs", str(num_procs)]
+        command += args
         env = {
             **os.environ,
+            **(env or {}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "SESSION_MONITOR_URL": monitor_url,
             "SESSION_MONITOR_TEST_MARKERS": str(markers),
@@ -209,14 +218,17 @@ def markers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def panel_server(monitor: Monitor, markers_dir: Path, tmp_path: Path) -> Iterator[Callable[..., PanelServer]]:
     """Start ``panel serve`` of test apps (file names under ``tests/e2e/apps``), reporting to ``monitor``.
 
-    Call it as ``panel_server("tracked.py", "plain.py", num_procs=2)``; every server started is stopped at
-    teardown. For the apps of :data:`SHARED_APPS` with no special options, :func:`apps` is quicker.
+    Call it as ``panel_server("tracked.py", "plain.py", num_procs=2)`` (``args=`` more ``panel serve`` options,
+    ``env=`` more environment); every server started is stopped at teardown. For the apps of
+    :data:`SHARED_APPS` with no special options, :func:`apps` is quicker.
     """
     started: list[PanelServer] = []
 
-    def start(*apps: str, num_procs: int | None = None) -> PanelServer:
+    def start(
+        *apps: str, num_procs: int | None = None, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> PanelServer:
         log_path = tmp_path / f"panel-{len(started)}.log"
-        server = PanelServer(apps, monitor.url, markers_dir, log_path, num_procs=num_procs)
+        server = PanelServer(apps, monitor.url, markers_dir, log_path, num_procs=num_procs, args=args, env=env)
         started.append(server)
         monitor.wait_ready()
         return server.wait_ready()

@@ -487,6 +487,20 @@ async def test_expired_session_is_revived_by_its_agent(
     assert await live_ids(client) == {"s-1"}
 
 
+async def test_session_whose_browser_came_back_after_the_grace_is_live_again(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    t0 = clock.now
+    await sync(client, clock, sessions_=[tracked("s-1", t0)])
+    clock.advance(seconds=3)
+    await sync(client, clock, ended_=[ended("s-1", "browser_lost", clock.now)])
+    assert (await get(client, "s-1"))["end_reason"] == "browser_lost"
+    clock.advance(seconds=30)  # the laptop wakes up: the page reconnects under the same id
+    await sync(client, clock, sessions_=[tracked("s-1", clock.now)])
+    row = await get(client, "s-1")
+    assert (row["state"], row["end_reason"], row["ended_at"]) == ("idle", None, None)
+
+
 async def test_killed_session_reported_again_is_not_revived(client: httpx.AsyncClient, clock: FakeClock) -> None:
     t0 = clock.now
     await sync(client, clock, full=True, sessions_=[tracked("s-1", t0), tracked("s-2", t0)])

@@ -74,6 +74,9 @@ class SessionRecord:
     status: str = "idle"
     current_task: str | None = None
     task_started_at: datetime | None = None
+    visibility: str | None = None
+    last_interaction_at: datetime | None = None
+    disconnected_at: datetime | None = None
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,9 @@ class SessionRecord:
             "current_task": self.current_task,
             "task_started_at": _iso(self.task_started_at),
             "started_at": _iso(self.started_at),
+            "visibility": self.visibility,
+            "last_interaction_at": _iso(self.last_interaction_at),
+            "disconnected_at": _iso(self.disconnected_at),
         }
 
 

@@ -10,6 +10,11 @@ the others), a notification with the reason, each websocket closed with code
 1001 and the reason, then the session discarded at once through Bokeh's
 application context, so its ``on_session_destroyed`` hooks run now instead of
 15-32 s later.
+
+Liveness (``liveness.py``) follows each session's websockets from the moment the session exists: the
+session is registered with the agent when its first websocket connects (a ``--num-procs`` copy that
+never gets one is never shown), gets the hidden browser component (``browser.py``) then, and is ended
+as ``browser_lost`` or ``expired`` through the same path as a kill.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import inspect
 import logging
 import threading
 import weakref
+from collections import OrderedDict
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +35,9 @@ from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
 
 from session_monitor.client import threads
-from session_monitor.client.agent import current_agent
+from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
+from session_monitor.client.browser import make_component
+from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, expiry, resolve_liveness
 
 if TYPE_CHECKING:
     from session_monitor.client.tracker import SessionClient
@@ -41,8 +50,15 @@ DEFAULT_KILL_MESSAGE = "This session was ended by an administrator."
 WEBSOCKET_CLOSE_WAIT_S = 6.0
 """How long a kill waits for the browser to finish closing before discarding the session anyway."""
 
+EXPIRED_MESSAGE = "This session has expired"
+"""Shown to the user of a session ended by idle culling or its maximum age (followed by why)."""
+
 _docs: weakref.WeakValueDictionary[str, Document] = weakref.WeakValueDictionary()
 _docs_lock = threading.Lock()
+_refused: OrderedDict[str, str] = OrderedDict()
+"""Expired session ids and their message: a page reconnecting under one is ended again (like a kill)."""
+_liveness: Liveness | None = None
+_liveness_config: LivenessConfig | None = None
 
 
 def session_key() -> str | None:
@@ -95,10 +111,179 @@ def bind(tracker: SessionClient) -> PanelBinding | None:
     binding = PanelBinding(tracker, doc)
     tracker._binding = binding
     agent = current_agent()
-    if agent is not None and agent.was_killed(tracker.session_id):
+    sid = tracker.session_id
+    if agent is not None and agent.was_killed(sid):
         # A killed session reconnecting under its old id (reconnect=True) is refused again.
         tracker._kill_requested("this session was killed; reconnecting is refused")
+    elif sid in _refused:
+        doc.add_next_tick_callback(partial(_end_session, sid, "expired", _refused[sid]))  # type: ignore[arg-type]
+    else:
+        liveness_config()  # a bad setting fails here, in the app, not later on the IOLoop
+        doc.add_next_tick_callback(partial(_start_watch, sid))
     return binding
+
+
+def liveness_config() -> LivenessConfig:
+    """The process's liveness settings, read from the environment once."""
+    global _liveness_config
+    if _liveness_config is None:
+        _liveness_config = resolve_liveness()
+    return _liveness_config
+
+
+def _get_liveness() -> Liveness:
+    """The watches of this process, on the IOLoop the sessions run on (created on first use, on that loop)."""
+    global _liveness
+    if _liveness is None:
+        _liveness = Liveness(
+            liveness_config(),
+            IOLoop.current(),
+            end=_schedule_end,
+            on_disconnect=partial(_set_disconnected, True),
+            on_reconnect=partial(_set_disconnected, False),
+            cull=_cull,
+        )
+    return _liveness
+
+
+def _forget_watch(session_id: str) -> None:
+    if _liveness is not None:
+        _liveness.forget(session_id)
+
+
+def _start_watch(session_id: str) -> None:
+    """On the IOLoop, once Bokeh made the session: follow its websockets."""
+    from session_monitor.client.tracker import SessionClient
+
+    doc = _docs.get(session_id)
+    context = doc.session_context if doc is not None else None
+    session = getattr(context, "_session", None)
+    tracker = SessionClient.for_session(session_id)
+    if session is None or tracker is None or tracker.ended:
+        return
+    _get_liveness().watch(session_id, session, partial(_first_connect, session_id))
+
+
+def _first_connect(session_id: str) -> None:
+    """The session's first websocket: the session is real; register it and put the browser component in."""
+    from session_monitor.client.tracker import SessionClient
+
+    tracker = SessionClient.for_session(session_id)
+    if tracker is None:
+        return
+    tracker._activate()
+    doc = _docs.get(session_id)
+    if doc is not None:
+        # Added now, not while the page is built: a root missing from a template's HTML breaks its page.
+        doc.add_next_tick_callback(partial(_add_browser_component, session_id))
+
+
+def _add_browser_component(session_id: str) -> None:
+    doc = _docs.get(session_id)
+    if doc is None or doc.session_context is None:
+        return
+    component = make_component(partial(_browser_report, session_id))
+    with set_curdoc(doc):
+        model = component.get_root(doc)
+    model.name = component.name
+    doc.add_root(model)
+
+
+def _browser_report(session_id: str, visibility: str | None, interacted: bool) -> None:
+    from session_monitor.client.tracker import SessionClient
+
+    tracker = SessionClient.for_session(session_id)
+    if tracker is None:
+        return
+    agent, record = tracker._agent, tracker._record
+    with agent.lock:
+        record.visibility = visibility
+        if interacted:
+            record.last_interaction_at = datetime.now(UTC)
+        agent.changed(session_id)
+
+
+def _set_disconnected(disconnected: bool, session_id: str) -> None:
+    from session_monitor.client.tracker import SessionClient
+
+    tracker = SessionClient.for_session(session_id)
+    if tracker is None:
+        return
+    agent, record = tracker._agent, tracker._record
+    with agent.lock:
+        record.disconnected_at = datetime.now(UTC) if disconnected else None
+        agent.changed(session_id)
+
+
+def _cull(watch: Watch, now: datetime) -> str | None:
+    """Whether the watched session has expired (idle culling, maximum age), with the message to show."""
+    from session_monitor.client.tracker import SessionClient
+
+    tracker = SessionClient.for_session(watch.session_id)
+    if tracker is None:
+        return None
+    config = liveness_config()
+    idle_s = tracker.idle_timeout_s
+    if idle_s is None:
+        idle_s = config.idle_timeout_s.for_app(tracker.app_name)
+    max_age_s = tracker.max_session_age_s
+    if max_age_s is None:
+        max_age_s = config.max_session_age_s.for_app(tracker.app_name)
+    if not idle_s and not max_age_s:
+        return None
+    record = tracker._record
+    running = record.status == "running"
+    if running:
+        watch.busy_at = now
+    activity = [t for t in (record.last_interaction_at, watch.busy_at) if t is not None]
+    why = expiry(
+        now,
+        started_at=record.started_at,
+        last_activity_at=max(activity) if activity else None,
+        running=running,
+        idle_timeout_s=idle_s,
+        max_session_age_s=max_age_s,
+    )
+    return None if why is None else f"{EXPIRED_MESSAGE}: {why}."
+
+
+def _schedule_end(session_id: str, reason: str, message: str | None) -> None:
+    doc = _docs.get(session_id)
+    if doc is None or doc.session_context is None:
+        return
+    if reason == "expired" and message:
+        _refused[session_id] = message
+        while len(_refused) > MAX_REMEMBERED_KILLS:
+            _refused.popitem(last=False)
+    doc.add_next_tick_callback(partial(_end_session, session_id, reason, message))  # type: ignore[arg-type]
+
+
+async def _end_session(session_id: str, reason: str, message: str | None) -> None:
+    """End a session the browser left (``browser_lost``) or that expired: callbacks, notice, close, discard."""
+    from session_monitor.client.tracker import SessionClient
+
+    _forget_watch(session_id)
+    tracker = SessionClient.for_session(session_id)
+    if tracker is not None:
+        await _run_kill_callbacks(session_id, tracker.take_callbacks())
+        tracker._finish(reason, run=False)
+    doc = _docs.get(session_id)
+    context = doc.session_context if doc is not None else None
+    if doc is None or context is None:
+        return
+    if message:
+        _notify(doc, message)
+    IOLoop.current().add_callback(_discard, context, session_id, message or "session ended")
+
+
+async def _run_kill_callbacks(session_id: str, callbacks: list[Any]) -> None:
+    for callback in callbacks:
+        try:
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("session %s: on_kill callback %r failed", session_id, callback)
 
 
 def _enable_kill_notice() -> None:
@@ -120,6 +305,7 @@ def _session_destroyed(session_context: Any) -> None:
     from session_monitor.client.tracker import SessionClient
 
     session_id = str(session_context.id)
+    _forget_watch(session_id)
     with _docs_lock:
         _docs.pop(session_id, None)
     tracker = SessionClient.for_session(session_id)
@@ -131,15 +317,10 @@ async def _kill_session(session_id: str, reason: str | None) -> None:
     """On the session's IOLoop, with its document locked: callbacks, notice, close, then discard."""
     from session_monitor.client.tracker import SessionClient
 
+    _forget_watch(session_id)
     tracker = SessionClient.for_session(session_id)
     if tracker is not None:
-        for callback in tracker.take_callbacks():
-            try:
-                result = callback()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("session %s: on_kill callback %r failed", session_id, callback)
+        await _run_kill_callbacks(session_id, tracker.take_callbacks())
     doc = _docs.get(session_id)
     context = doc.session_context if doc is not None else None
     if doc is None or context is None:

@@ -134,6 +134,9 @@ class SessionClient:
         user_id: str | None = None,
         server_url: str | None = None,
         heartbeat_interval: float | None = None,
+        *,
+        idle_timeout_s: float | None = None,
+        max_session_age_s: float | None = None,
     ) -> SessionClient:
         """The tracker of the current session, created on first call.
 
@@ -147,6 +150,14 @@ class SessionClient:
                 the first tracker of a process sets it for the process's agent.
             heartbeat_interval: Accepted for compatibility; the agent syncs every few seconds whatever
                 its value (it was the prototype's per-session polling period).
+            idle_timeout_s: End the session as ``expired`` after this many seconds without user interaction
+                and without a running task (0: never). Default: ``SESSION_MONITOR_IDLE_TIMEOUT_S`` for this
+                app, else off.
+            max_session_age_s: End the session as ``expired`` once it is this old (0: never). Default:
+                ``SESSION_MONITOR_MAX_SESSION_AGE_S`` for this app, else off.
+
+        A Panel session reaches the server only once its first websocket connected: with ``--num-procs``
+        the copy of a session that never gets a browser is never shown.
         """
         if not isinstance(app_name, str) or not app_name.strip() or len(app_name) > MAX_APP_NAME:
             raise ConfigError(f"app_name must be 1 to {MAX_APP_NAME} characters, got {app_name!r}")
@@ -161,16 +172,20 @@ class SessionClient:
         with cls._lock:
             tracker = cls._registry.get(key)
             if tracker is not None and not tracker._ended:
+                if tracker._auto:  # made by the setup script: the app's own names win
+                    tracker._adopt(app_name, user_id, idle_timeout_s, max_session_age_s)
                 return tracker
             agent = get_agent(resolve_config(server_url) if server_url else None)
             session_id = key if panel_session else str(uuid.uuid4())
             tracker = cls(app_name, _text(user_id, MAX_USER_ID), agent=agent, session_id=session_id, key=key)
+            tracker.idle_timeout_s, tracker.max_session_age_s = idle_timeout_s, max_session_age_s
             cls._registry[key] = tracker
         if panel_session:
             from session_monitor.client import panel as panel_hooks
 
             tracker._binding = panel_hooks.bind(tracker)
-        agent.track(tracker._record, tracker._kill_requested)
+        if tracker._binding is None:
+            tracker._activate()  # outside Panel there is no websocket to wait for
         return tracker
 
     def __init__(self, app_name: str, user_id: str | None, *, agent: Agent, session_id: str, key: str) -> None:
@@ -186,9 +201,43 @@ class SessionClient:
         self._killed = False
         self.kill_reason: str | None = None
         self._binding: Any = None
+        self._active = False
+        self._auto = False
+        self._end_reason: str | None = None
+        self.idle_timeout_s: float | None = None
+        """Explicit idle timeout of this session (seconds, 0 off); ``None``: the process's configuration."""
+        self.max_session_age_s: float | None = None
+        """Explicit maximum age of this session (seconds, 0 off); ``None``: the process's configuration."""
 
     def __repr__(self) -> str:
         return f"<SessionClient {self.session_id} app={self.app_name!r} status={self._record.status!r}>"
+
+    def _adopt(
+        self, app_name: str, user_id: str | None, idle_timeout_s: float | None, max_session_age_s: float | None
+    ) -> None:
+        """The app asked for the tracker the setup script made: take the app's names and settings."""
+        with self._agent.lock:
+            self._auto = False
+            self.app_name = self._record.app_name = app_name
+            if user_id is not None:
+                self.user_id = self._record.user_id = _text(user_id, MAX_USER_ID)
+            if idle_timeout_s is not None:
+                self.idle_timeout_s = idle_timeout_s
+            if max_session_age_s is not None:
+                self.max_session_age_s = max_session_age_s
+            self._agent.changed(self.session_id)
+
+    def _activate(self) -> None:
+        """Register the session with the agent (once): for a Panel session, when its first websocket connected."""
+        with self._agent.lock:
+            if self._active or self._ended or self._killed:
+                return
+            self._active = True
+        self._agent.track(self._record, self._kill_requested)
+        with self._agent.lock:
+            ended, reason = self._ended, self._end_reason
+        if ended:  # ended while being registered: make sure the server hears the end too
+            self._agent.end(self.session_id, reason or "closed")
 
     # -- status -----------------------------------------------------------------------------------
 
@@ -278,9 +327,10 @@ class SessionClient:
             if self._ended:
                 return
             self._ended = True
+            self._end_reason = "killed" if self._killed else reason
         if run:
             run_callbacks(self.session_id, self.take_callbacks())
-        self._agent.end(self.session_id, "killed" if self._killed else reason)
+        self._agent.end(self.session_id, self._end_reason)  # a session never registered is not sent
         with SessionClient._lock:
             if SessionClient._registry.get(self._key) is self:
                 del SessionClient._registry[self._key]

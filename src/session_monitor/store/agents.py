@@ -32,6 +32,10 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+REVIVABLE = ("expired", "browser_lost")
+"""End reasons a session reported live again by its agent comes back from."""
+
+
 @dataclass(frozen=True)
 class SyncResult:
     resync: bool
@@ -106,13 +110,14 @@ class AgentStore:
                             "disconnected_at": ex.disconnected_at,
                             "changed_at": now,
                             "last_heartbeat": now,
-                            # A session the reaper expired while its agent was cut off is alive after all.
                             "ended_at": None,
                             "end_reason": None,
                             "ended_by": None,
                         },
-                        # Never revive a session that was killed or ended for another reason.
-                        where=sa.or_(c.ended_at.is_(None), c.end_reason == "expired"),
+                        # Revive a session the reaper expired while its agent was cut off, or whose browser
+                        # came back after the grace (Bokeh re-creates it under the same id); never one that
+                        # was killed or closed.
+                        where=sa.or_(c.ended_at.is_(None), c.end_reason.in_(REVIVABLE)),
                     )
                 )
             if req.ended:

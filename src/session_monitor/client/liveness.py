@@ -1,0 +1,369 @@
+"""Browser liveness of Panel sessions, judged from their websockets on the server side.
+
+Why the websocket and not a browser heartbeat (DESIGN.md, "Facts measured"): a closed tab's socket
+closes within 10-90 ms, while Bokeh destroys the session only 15-32 s later; a hidden tab runs timers
+once a minute and a frozen one none, yet both keep their socket and answer pings. So:
+
+- **closed**: the session's last websocket went away. The session is ``disconnected`` at once and,
+  if no websocket comes back within ``disconnect_grace_s`` (Bokeh's first reconnection attempt is
+  immediate), it ends as ``browser_lost``.
+- **dead**: a websocket that answered none of our pings for ``dead_socket_s`` (a stopped browser, a
+  network cut without FIN) is closed and counts as gone.
+- **idle** (opt-in per app): no user interaction and no running task for ``idle_timeout_s``, or older
+  than ``max_session_age_s``: ended as ``expired``.
+
+Everything here runs on the session's IOLoop. The Bokeh objects are used through the few attributes
+named in :class:`Watch`; ``client/panel.py`` wires them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.websocket import WebSocketClosedError
+
+from session_monitor.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DISCONNECT_GRACE_S = 2.0
+"""A session without websocket for this long is ended as ``browser_lost`` (``SESSION_MONITOR_DISCONNECT_GRACE_S``)."""
+
+DEAD_SOCKET_S = 60.0
+"""A websocket that answered no ping for this long is closed as dead (``SESSION_MONITOR_DEAD_SOCKET_S``)."""
+
+MAX_SWEEP_INTERVAL_S = 5.0
+"""Pings, dead-socket and idle checks run this often at most (more often if ``dead_socket_s`` is short)."""
+
+PING_PAYLOAD = b"session-monitor"
+"""Our pings' payload: their pongs are not handed to Bokeh, which expects its own counters."""
+
+DEAD_SOCKET_REASON = "no answer to pings"
+
+
+@dataclass(frozen=True)
+class AppSeconds:
+    """A duration per app: ``"1800"`` (every app), ``"1800,admin=0,reports=600"``; 0 or absent means off."""
+
+    default: float | None = None
+    per_app: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def parse(cls, name: str, text: str | None) -> AppSeconds:
+        default: float | None = None
+        per_app: dict[str, float] = {}
+        for part in (text or "").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            app, sep, raw = part.rpartition("=")
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: {raw!r} in {text!r} is not a number of seconds") from None
+            if value < 0:
+                raise ConfigError(f"{name}: {part!r} must not be negative")
+            if not sep or app.strip() == "*":
+                default = value
+            else:
+                per_app[app.strip()] = value
+        return cls(default, tuple(per_app.items()))
+
+    def for_app(self, app_name: str) -> float | None:
+        """The value for ``app_name``; ``None`` when off."""
+        value = dict(self.per_app).get(app_name, self.default)
+        return value if value else None
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    """Liveness settings of a process: explicit argument > environment variable > default.
+
+    Attributes:
+        disconnect_grace_s: Seconds without websocket before ``browser_lost`` (default 2).
+        dead_socket_s: Seconds without pong before a websocket counts as dead (default 60).
+        idle_timeout_s: Idle culling per app (``SESSION_MONITOR_IDLE_TIMEOUT_S``, default off).
+        max_session_age_s: Maximum session age per app (``SESSION_MONITOR_MAX_SESSION_AGE_S``, default off).
+    """
+
+    disconnect_grace_s: float = DISCONNECT_GRACE_S
+    dead_socket_s: float = DEAD_SOCKET_S
+    idle_timeout_s: AppSeconds = field(default_factory=AppSeconds)
+    max_session_age_s: AppSeconds = field(default_factory=AppSeconds)
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return min(MAX_SWEEP_INTERVAL_S, self.dead_socket_s / 4)
+
+
+def _positive_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def resolve_liveness(
+    disconnect_grace_s: float | None = None,
+    dead_socket_s: float | None = None,
+    idle_timeout_s: str | None = None,
+    max_session_age_s: str | None = None,
+) -> LivenessConfig:
+    """Build the liveness settings from arguments, else ``SESSION_MONITOR_*`` variables, else the defaults."""
+    env = os.environ.get
+    return LivenessConfig(
+        disconnect_grace_s=disconnect_grace_s
+        or _positive_env("SESSION_MONITOR_DISCONNECT_GRACE_S", DISCONNECT_GRACE_S),
+        dead_socket_s=dead_socket_s or _positive_env("SESSION_MONITOR_DEAD_SOCKET_S", DEAD_SOCKET_S),
+        idle_timeout_s=AppSeconds.parse(
+            "SESSION_MONITOR_IDLE_TIMEOUT_S", idle_timeout_s or env("SESSION_MONITOR_IDLE_TIMEOUT_S")
+        ),
+        max_session_age_s=AppSeconds.parse(
+            "SESSION_MONITOR_MAX_SESSION_AGE_S", max_session_age_s or env("SESSION_MONITOR_MAX_SESSION_AGE_S")
+        ),
+    )
+
+
+def expiry(
+    now: datetime,
+    *,
+    started_at: datetime,
+    last_activity_at: datetime | None,
+    running: bool,
+    idle_timeout_s: float | None,
+    max_session_age_s: float | None,
+) -> str | None:
+    """Why the session should end as ``expired`` now, or ``None``.
+
+    Activity is the later of the start, the last interaction the page reported and the last time a
+    task was seen running; a running task is never idle. The maximum age applies whatever runs.
+    """
+    age_s = (now - started_at).total_seconds()
+    if max_session_age_s and age_s >= max_session_age_s:
+        return f"older than the maximum session age of {_human(max_session_age_s)}"
+    if idle_timeout_s and not running:
+        active = max(started_at, last_activity_at) if last_activity_at else started_at
+        if (now - active).total_seconds() >= idle_timeout_s:
+            return f"no interaction for {_human(idle_timeout_s)}"
+    return None
+
+
+def _human(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+EndSession = Callable[[str, str, str | None], None]
+"""``end(session_id, reason, message)``: end the session on its loop (``message`` shown in the page, if any)."""
+
+
+class Watch:
+    """The websockets of one Bokeh ``ServerSession``, followed through its ``subscribe``/``unsubscribe``.
+
+    Uses ``session.subscribe``, ``session.unsubscribe``, ``session._subscribed_connections``, and per
+    connection ``connection._socket`` (a tornado ``WebSocketHandler``: ``ping``, ``close``, ``on_pong``).
+    """
+
+    def __init__(self, liveness: Liveness, session_id: str, session: Any, on_first_connect: Callable[[], None]) -> None:
+        self.liveness = liveness
+        self.session_id = session_id
+        self.session = session
+        self.on_first_connect = on_first_connect
+        self.connected_once = False
+        self.pong_at: dict[Any, float] = {}
+        self.dead: set[Any] = set()
+        self.disconnected_since: float | None = None
+        self.busy_at: datetime | None = None
+        self.closed = False
+        self._grace: object | None = None
+        self._unwrap: list[tuple[str, Any]] = []
+        self._wrap("subscribe", self._subscribed)
+        self._wrap("unsubscribe", self._unsubscribed)
+        for connection in list(getattr(session, "_subscribed_connections", ())):
+            self._connected(connection)
+
+    def _wrap(self, name: str, after: Callable[[Any], None]) -> None:
+        original = getattr(self.session, name)
+
+        def wrapped(connection: Any) -> None:
+            original(connection)
+            try:
+                after(connection)
+            except Exception:
+                logger.exception("session %s: liveness bookkeeping failed", self.session_id)
+
+        setattr(self.session, name, wrapped)
+        self._unwrap.append((name, original))
+
+    def _subscribed(self, connection: Any) -> None:
+        if not self.closed:
+            self._connected(connection)
+
+    def _unsubscribed(self, connection: Any) -> None:
+        self.pong_at.pop(connection, None)
+        self.dead.discard(connection)
+        if not self.closed:
+            self._check_gone()
+
+    def _connected(self, connection: Any) -> None:
+        socket = getattr(connection, "_socket", None)
+        if socket is not None and not getattr(socket, "_session_monitor_pong", False):
+            original = socket.on_pong
+
+            def on_pong(data: bytes) -> None:
+                self.pong_at[connection] = self.liveness.clock()
+                if data != PING_PAYLOAD:
+                    original(data)
+
+            socket.on_pong = on_pong
+            socket._session_monitor_pong = True
+        self.pong_at[connection] = self.liveness.clock()
+        if self.disconnected_since is not None:
+            logger.info("session %s: websocket back after %.1f s", self.session_id, self.elapsed_disconnected())
+            self.disconnected_since = None
+            self._cancel_grace()
+            self.liveness.on_reconnect(self.session_id)
+        if not self.connected_once:
+            self.connected_once = True
+            self.on_first_connect()
+
+    def live_connections(self) -> list[Any]:
+        return [c for c in list(getattr(self.session, "_subscribed_connections", ())) if c not in self.dead]
+
+    def elapsed_disconnected(self) -> float:
+        since = self.disconnected_since
+        return 0.0 if since is None else self.liveness.clock() - since
+
+    def _check_gone(self) -> None:
+        """No live websocket left: ``disconnected`` now, ended after the grace unless one comes back."""
+        if not self.connected_once or self.live_connections() or self.disconnected_since is not None:
+            return
+        self.disconnected_since = self.liveness.clock()
+        self.liveness.on_disconnect(self.session_id)
+        grace_s = self.liveness.config.disconnect_grace_s
+        self._grace = self.liveness.loop.call_later(grace_s, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace = None
+        if self.closed or self.disconnected_since is None or self.live_connections():
+            return
+        logger.info("session %s: browser lost (no websocket for %.1f s)", self.session_id, self.elapsed_disconnected())
+        self.liveness.end(self.session_id, "browser_lost", None)
+
+    def _cancel_grace(self) -> None:
+        if self._grace is not None:
+            self.liveness.loop.remove_timeout(self._grace)
+            self._grace = None
+
+    def sweep(self, now: float) -> None:
+        """Ping every websocket; close those silent for ``dead_socket_s``."""
+        dead_after_s = self.liveness.config.dead_socket_s
+        for connection in self.live_connections():
+            socket = getattr(connection, "_socket", None)
+            if socket is None:
+                continue
+            silent_s = now - self.pong_at.setdefault(connection, now)
+            if silent_s >= dead_after_s:
+                logger.info("session %s: websocket silent for %.0f s, closed as dead", self.session_id, silent_s)
+                self.dead.add(connection)
+                try:
+                    socket.close(1001, DEAD_SOCKET_REASON)
+                except Exception:
+                    logger.debug("session %s: closing a dead websocket failed", self.session_id, exc_info=True)
+                continue
+            try:
+                socket.ping(PING_PAYLOAD)
+            except WebSocketClosedError:
+                pass
+        self._check_gone()
+
+    def close(self) -> None:
+        """Stop watching (the session ended): timers cancelled, Bokeh's methods given back."""
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_grace()
+        for name, original in self._unwrap:
+            try:
+                setattr(self.session, name, original)
+            except Exception:
+                pass
+        self._unwrap.clear()
+
+
+class Liveness:
+    """The watches of one IOLoop (one Panel server process), with their periodic sweep.
+
+    ``end``, ``on_disconnect``, ``on_reconnect`` and ``cull`` are the integration's hooks.
+    """
+
+    def __init__(
+        self,
+        config: LivenessConfig,
+        loop: IOLoop,
+        *,
+        end: EndSession,
+        on_disconnect: Callable[[str], None],
+        on_reconnect: Callable[[str], None],
+        cull: Callable[[Watch, datetime], str | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.loop = loop
+        self.end = end
+        self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
+        self.cull = cull
+        self.clock = clock
+        self.watches: dict[str, Watch] = {}
+        self._sweeper = PeriodicCallback(self.sweep, config.sweep_interval_s * 1000)
+
+    def watch(self, session_id: str, session: Any, on_first_connect: Callable[[], None]) -> Watch:
+        old = self.watches.pop(session_id, None)
+        if old is not None:
+            old.close()
+        watch = Watch(self, session_id, session, on_first_connect)
+        self.watches[session_id] = watch
+        if not self._sweeper.is_running():
+            self._sweeper.start()
+        return watch
+
+    def forget(self, session_id: str) -> None:
+        watch = self.watches.pop(session_id, None)
+        if watch is not None:
+            watch.close()
+
+    def sweep(self) -> None:
+        """One pass: pings and dead sockets, then idle culling (one failing session does not stop the rest)."""
+        now, now_utc = self.clock(), datetime.now(UTC)
+        for session_id, watch in list(self.watches.items()):
+            try:
+                watch.sweep(now)
+                if watch.connected_once:
+                    message = self.cull(watch, now_utc)
+                    if message is not None:
+                        self.forget(session_id)
+                        self.end(session_id, "expired", message)
+            except Exception:
+                logger.exception("session %s: liveness check failed", session_id)
+
+    def stop(self) -> None:
+        self._sweeper.stop()
+        for session_id in list(self.watches):
+            self.forget(session_id)

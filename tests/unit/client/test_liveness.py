@@ -1,0 +1,147 @@
+"""Liveness settings, the expiry rule, the setup script's app names, and registering a session only once it
+has a websocket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from session_monitor import ConfigError, SessionClient
+from session_monitor.client import agent as agent_module
+from session_monitor.client.agent import Agent
+from session_monitor.client.liveness import AppSeconds, expiry, resolve_liveness
+from session_monitor.client.setup_hook import ROOT_APP_NAME, app_name_of
+from tests.helpers import wait_until
+from tests.unit.client import FakeServer
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+LIVENESS_ENV = (
+    "SESSION_MONITOR_DISCONNECT_GRACE_S",
+    "SESSION_MONITOR_DEAD_SOCKET_S",
+    "SESSION_MONITOR_IDLE_TIMEOUT_S",
+    "SESSION_MONITOR_MAX_SESSION_AGE_S",
+)
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in LIVENESS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_app_seconds_bare_number_is_every_app_and_pairs_override_it() -> None:
+    parsed = AppSeconds.parse("X", "1800, admin=0 ,reports=600")
+    assert parsed.for_app("sales") == 1800
+    assert parsed.for_app("reports") == 600
+    assert parsed.for_app("admin") is None  # 0: off for that app
+    only = AppSeconds.parse("X", "reports=60")
+    assert (only.for_app("reports"), only.for_app("sales")) == (60, None)
+    assert AppSeconds.parse("X", "*=30").for_app("any") == 30
+    assert AppSeconds.parse("X", None).for_app("any") is None
+
+
+@pytest.mark.parametrize("text", ["soon", "a=b", "-5", "x=-1"])
+def test_app_seconds_refuses_bad_values(text: str) -> None:
+    with pytest.raises(ConfigError):
+        AppSeconds.parse("SESSION_MONITOR_IDLE_TIMEOUT_S", text)
+
+
+def test_liveness_defaults_environment_and_arguments(no_env: pytest.MonkeyPatch) -> None:
+    default = resolve_liveness()
+    assert (default.disconnect_grace_s, default.dead_socket_s) == (2.0, 60.0)
+    assert default.idle_timeout_s.for_app("a") is None and default.max_session_age_s.for_app("a") is None
+    assert default.sweep_interval_s == 5.0
+
+    no_env.setenv("SESSION_MONITOR_DISCONNECT_GRACE_S", "5")
+    no_env.setenv("SESSION_MONITOR_DEAD_SOCKET_S", "8")
+    no_env.setenv("SESSION_MONITOR_IDLE_TIMEOUT_S", "600,admin=0")
+    from_env = resolve_liveness()
+    assert (from_env.disconnect_grace_s, from_env.dead_socket_s, from_env.sweep_interval_s) == (5.0, 8.0, 2.0)
+    assert from_env.idle_timeout_s.for_app("a") == 600 and from_env.idle_timeout_s.for_app("admin") is None
+
+    explicit = resolve_liveness(disconnect_grace_s=1.5, idle_timeout_s="60")
+    assert explicit.disconnect_grace_s == 1.5 and explicit.idle_timeout_s.for_app("admin") == 60
+
+    no_env.setenv("SESSION_MONITOR_DEAD_SOCKET_S", "0")
+    with pytest.raises(ConfigError):
+        resolve_liveness()
+
+
+def test_expiry_idle_counts_from_the_latest_activity_and_never_while_running() -> None:
+    rule = {"started_at": T0, "idle_timeout_s": 600.0, "max_session_age_s": None}
+    assert expiry(T0 + timedelta(seconds=599), last_activity_at=None, running=False, **rule) is None
+    assert "no interaction for 10 min" in str(
+        expiry(T0 + timedelta(seconds=600), last_activity_at=None, running=False, **rule)
+    )
+    later = T0 + timedelta(seconds=500)
+    assert expiry(T0 + timedelta(seconds=1000), last_activity_at=later, running=False, **rule) is None
+    assert expiry(T0 + timedelta(seconds=1100), last_activity_at=later, running=False, **rule) is not None
+    assert expiry(T0 + timedelta(hours=5), last_activity_at=None, running=True, **rule) is None
+
+
+def test_expiry_maximum_age_applies_even_while_running_and_off_means_never() -> None:
+    at = T0 + timedelta(hours=2)
+    why = expiry(at, started_at=T0, last_activity_at=at, running=True, idle_timeout_s=None, max_session_age_s=7200)
+    assert why == "older than the maximum session age of 2 h"
+    never = expiry(at, started_at=T0, last_activity_at=None, running=False, idle_timeout_s=None, max_session_age_s=None)
+    assert never is None
+
+
+def test_app_name_comes_from_the_route_not_the_request() -> None:
+    def context(url: str | None) -> SimpleNamespace:
+        return SimpleNamespace(id="s", server_context=SimpleNamespace(application_context=SimpleNamespace(url=url)))
+
+    assert app_name_of(context("/sales")) == "sales"
+    assert app_name_of(context("/team/q3/")) == "team/q3"
+    assert app_name_of(context("/")) == ROOT_APP_NAME
+    assert app_name_of(SimpleNamespace(id="s")) == ROOT_APP_NAME
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    return FakeServer()
+
+
+@pytest.fixture
+def agent(server: FakeServer) -> Iterator[Agent]:
+    SessionClient.reset()
+    agent_module.reset()
+    made = server.agent()
+    agent_module._agent = made
+    yield made
+    SessionClient.reset()
+    agent_module.reset()
+
+
+def unregistered(agent: Agent, session_id: str) -> SessionClient:
+    """A tracker as the Panel integration makes it: known locally, not yet registered with the agent."""
+    return SessionClient("app", None, agent=agent, session_id=session_id, key=session_id)
+
+
+def test_a_session_that_ends_before_its_first_websocket_never_reaches_the_server(agent, server) -> None:
+    phantom = unregistered(agent, "phantom")
+    ran: list[str] = []
+    phantom.on_kill(lambda: ran.append("on_kill"))
+    phantom._finish("closed")
+    phantom._activate()  # too late: nothing is registered
+    real = unregistered(agent, "real")
+    real._activate()
+    wait_until(lambda: server.sessions_sent("real"), timeout_s=5)
+    assert ran == ["on_kill"]
+    assert server.sessions_sent("phantom") == []
+    assert all(end["session_id"] != "phantom" for end in server.ends_sent())
+
+
+def test_an_activated_session_that_ends_is_sent_with_its_reason(agent, server) -> None:
+    tracker = unregistered(agent, "s1")
+    tracker._activate()
+    tracker._activate()  # once only
+    wait_until(lambda: server.sessions_sent("s1"), timeout_s=5)
+    tracker._finish("browser_lost")
+    wait_until(lambda: any(end["session_id"] == "s1" for end in server.ends_sent()), timeout_s=5)
+    assert [end["reason"] for end in server.ends_sent() if end["session_id"] == "s1"] == ["browser_lost"]
+    assert len(server.sessions_sent("s1")) == 1
