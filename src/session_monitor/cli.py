@@ -125,7 +125,15 @@ def main(verbose: bool) -> None:
     type=click.IntRange(min=0, max=65535),
     help="Also serve the dashboard on this port (a child process); 0: no dashboard.",
 )
-def serve(host: str, port: int, database_url: str | None, insecure: bool, dashboard_port: int) -> None:
+@click.option(
+    "--workers",
+    envvar="SESSION_MONITOR_WORKERS",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1, max=64),
+    help="Server processes sharing this port (PostgreSQL only): replicas of one database.",
+)
+def serve(host: str, port: int, database_url: str | None, insecure: bool, dashboard_port: int, workers: int) -> None:
     """Run the REST API server (and the dashboard beside it)."""
     try:
         import uvicorn
@@ -156,18 +164,46 @@ def serve(host: str, port: int, database_url: str | None, insecure: bool, dashbo
     from session_monitor.store.engine import normalize_url
 
     try:  # a bad URL would otherwise surface as a traceback from the app's startup
-        normalize_url(settings.resolved_database_url)
+        dialect = normalize_url(settings.resolved_database_url).get_backend_name()
     except ConfigError as exc:
         _fail(str(exc), code=2)
+    if workers > 1 and dialect != "postgresql":
+        _fail("--workers above 1 needs PostgreSQL: SQLite is one process's database", code=2)
     if settings.admin_token is None:
         logging.getLogger(__name__).warning(
             "no SESSION_MONITOR_ADMIN_TOKEN: anyone who can reach %s:%d can kill sessions", host, port
         )
     child = _start_dashboard(host, port, dashboard_port, insecure) if dashboard_port else None
     try:
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5
-        )
+        if workers > 1:
+            # Each worker builds its own app (its own pools, LISTEN connection and reaper bid) from the
+            # environment, so the options given here go there too.
+            os.environ.update(
+                {
+                    f"SESSION_MONITOR_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+                    for k, v in overrides.items()
+                }
+            )
+            verbose = logging.getLogger("session_monitor").getEffectiveLevel() <= logging.DEBUG
+            uvicorn.run(
+                "session_monitor.server.app:create_app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_config=default_log_config(verbose),
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        else:
+            uvicorn.run(
+                create_app(settings),
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
     finally:
         if child is not None:
             _stop_child(child)
@@ -371,3 +407,28 @@ def setup_script() -> None:
     from pathlib import Path
 
     click.echo(Path(__file__).resolve().parent / "client" / "setup_hook.py")
+
+
+@main.command()
+@click.option("--port", default=defaults.API_PORT, show_default=True, type=click.IntRange(1, 65535), help="REST API.")
+@click.option("--dashboard-port", default=defaults.DASHBOARD_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--task-runner-port", default=5006, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--pool-app-port", default=5007, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--data-dir",
+    default=defaults.DATA_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder of the demo's SQLite database.",
+)
+def demo(port: int, dashboard_port: int, task_runner_port: int, pool_app_port: int, data_dir: str) -> None:
+    """Run the server, the dashboard and both example apps (pool app with --num-procs 2); Ctrl-C stops all.
+
+    Everything listens on 127.0.0.1 only.
+    """
+    from session_monitor.demo import DemoPorts, run_demo
+
+    try:
+        run_demo(DemoPorts(port, dashboard_port, task_runner_port, pool_app_port), data_dir)
+    except RuntimeError as exc:
+        _fail(str(exc))
