@@ -161,7 +161,12 @@ def _row(p: _Parsed, now_ts: float, agent_seen_ts: Mapping[str, float]) -> tuple
     if agent_ts is not None and (seen_ts is None or agent_ts > seen_ts):
         seen_ts = agent_ts
     seen_key, seen_text = seen_band(now_ts - seen_ts) if seen_ts is not None else (0, "")
-    idle_s = now_ts - p.interacted_ts if p.interacted_ts is not None else p.idle_s
+    if p.interacted_ts is not None:
+        idle_s: float | None = now_ts - p.interacted_ts
+    elif p.idle_s is None and p.visibility and p.start_ts is not None:
+        idle_s = now_ts - p.start_ts  # the page reports, but nobody has touched it since it opened
+    else:
+        idle_s = p.idle_s
     return (
         *p.head,
         fmt_duration(now_ts - p.task_ts) if p.task_ts is not None else "",

@@ -104,6 +104,7 @@ class SessionsView:
                 "state": {"type": "lookup", **model.state_html()},
             },
             header_align="left",
+            widths={"state": 140},  # "● disconnected" in bold, unclipped
             sizing_mode="stretch_width",
             name="sessions",
         )

@@ -144,3 +144,9 @@ def test_the_agents_last_sync_stands_in_for_the_heartbeat_and_idle_counts_from_t
     fresh = model.session_row(s, NOW + timedelta(minutes=5), {"agent-1": (NOW + timedelta(minutes=5)).isoformat()})
     assert (cell(old_beat, "last_seen"), cell(fresh, "last_seen")) == ("5m ago", "< 15s ago")
     assert cell(fresh, "idle") == "8m"
+
+
+def test_a_page_nobody_touched_is_idle_since_it_opened() -> None:
+    row = model.session_row(api_session(visibility="visible"), NOW)
+    assert cell(row, "idle") == "5m"
+    assert cell(model.session_row(api_session(), NOW), "idle") == ""  # no page report: unknown
