@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from session_monitor.store.models import agents, sessions
+from session_monitor.store.render import effective_heartbeat
 from session_monitor.store.repository import SessionFilters, Store
 
 CURSOR_OVERLAP = timedelta(seconds=2)
@@ -40,6 +41,7 @@ async def list_changes(store: Store, since: datetime, filters: SessionFilters) -
     now = store.clock()
     c = sessions.c
     stale_cutoff = now - store.stale_after
+    heartbeat = effective_heartbeat()
     fixed: list[sa.ColumnElement[bool]] = []
     if filters.app is not None:
         fixed.append(c.app_name == filters.app)
@@ -50,11 +52,11 @@ async def list_changes(store: Store, since: datetime, filters: SessionFilters) -
     changed = sa.or_(
         c.changed_at >= since,
         # Went stale since the cursor: no write marks that, time alone does.
-        sa.and_(c.ended_at.is_(None), c.last_heartbeat < stale_cutoff, c.last_heartbeat >= since - store.stale_after),
+        sa.and_(c.ended_at.is_(None), heartbeat < stale_cutoff, heartbeat >= since - store.stale_after),
         # Prototype-style sessions carry their own heartbeat.
         sa.and_(c.agent_id.is_(None), c.ended_at.is_(None), c.last_heartbeat >= since),
     )
-    query = sa.select(*store.columns).where(changed, *fixed).order_by(c.start_time.desc(), c.session_id)
+    query = store.select_sessions().where(changed, *fixed).order_by(c.start_time.desc(), c.session_id)
     count = sa.select(sa.func.count()).select_from(sessions).where(c.ended_at.is_(None), *fixed)
     seen = sa.select(agents.c.agent_id, agents.c.last_seen).where(agents.c.exited_at.is_(None))
     async with store.db.read_engine.connect() as conn:

@@ -16,7 +16,23 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from session_monitor.store.models import sessions
+from session_monitor.store.models import agents, sessions
+
+SESSION_FROM = sessions.outerjoin(agents, agents.c.agent_id == sessions.c.agent_id)
+"""What session listings select from: a session's agent holds the heartbeat of all its live sessions."""
+
+
+def effective_heartbeat() -> sa.ColumnElement[Any]:
+    """A live session's heartbeat: its agent's last sync when that is later than its own stamp.
+
+    An agent's sync heartbeats all its sessions by stamping only the agent row, so a sync costs O(changed
+    sessions), not O(sessions). Prototype-style sessions (no agent) and ended ones keep their own stamp.
+    Selects from :data:`SESSION_FROM`.
+    """
+    s, a = sessions.c, agents.c
+    fresher = sa.and_(s.ended_at.is_(None), a.exited_at.is_(None), a.last_seen > s.last_heartbeat)
+    return sa.case((fresher, a.last_seen), else_=s.last_heartbeat)
+
 
 FIELDS = (
     "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "status", "current_task",
@@ -35,10 +51,18 @@ _TIMESTAMPS = frozenset(
 
 
 def session_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
-    """The columns of :data:`FIELDS`, timestamps as the driver returns them (no per-value processing)."""
+    """The columns of :data:`FIELDS`, timestamps as the driver returns them (no per-value processing).
+
+    Select them from :data:`SESSION_FROM` (``last_heartbeat`` is :func:`effective_heartbeat`).
+    """
     raw_type: sa.types.TypeEngine[Any] = sa.String() if dialect == "sqlite" else sa.DateTime(timezone=True)
+    heartbeat = sa.type_coerce(effective_heartbeat(), raw_type).label("last_heartbeat")
     return [
-        sa.type_coerce(sessions.c[name], raw_type).label(name) if name in _TIMESTAMPS else sessions.c[name]
+        heartbeat
+        if name == "last_heartbeat"
+        else sa.type_coerce(sessions.c[name], raw_type).label(name)
+        if name in _TIMESTAMPS
+        else sessions.c[name]
         for name in FIELDS
     ]
 

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from session_monitor.errors import SessionEnded, SessionNotFound
 from session_monitor.store.engine import Database
-from session_monitor.store.models import AuditRow, SessionRow, audit_log, commands, sessions
-from session_monitor.store.render import SessionRenderer
+from session_monitor.store.models import AuditRow, SessionRow, agents, audit_log, commands, sessions
+from session_monitor.store.render import SESSION_FROM, SessionRenderer, effective_heartbeat
 
 
 def utcnow() -> datetime:
@@ -101,6 +101,10 @@ class Store:
         """``changed_at`` for a heartbeat: it moves only when the heartbeat ends a ``stale`` state."""
         c = sessions.c
         return sa.case((c.last_heartbeat < now - self.stale_after, now), else_=c.changed_at)
+
+    def select_sessions(self) -> sa.Select[Any]:
+        """``SELECT`` of the rendered columns, from sessions joined to their agents."""
+        return sa.select(*self.columns).select_from(SESSION_FROM)
 
     def session_dict(self, row: Any, now: datetime) -> dict[str, Any]:
         """A row selected with ``self.columns`` as the API shows it, with the computed fields."""
@@ -233,14 +237,15 @@ class Store:
                     kill_reason=reason,
                     changed_at=now,
                 )
-                .returning(*self.columns)
+                .returning(c.session_id, c.agent_id, c.app_name)
             ).first()
             if row is None:
                 _raise_missing(conn, session_id)
             assert row is not None
             _queue_kills(conn, [(row.session_id, row.agent_id)], reason, actor, now)
             _audit(conn, now, actor, "kill", session_id, app_name=row.app_name, reason=reason)
-            return self.session_dict(row, now)
+            shown = conn.execute(self.select_sessions().where(c.session_id == session_id)).one()
+            return self.session_dict(shown, now)
 
         return await self.db.write(op)
 
@@ -275,9 +280,15 @@ class Store:
         c = sessions.c
 
         def op(conn: sa.Connection) -> int:
+            # An agent's sync is the heartbeat of all its live sessions (``agents.last_seen``).
+            agent_alive = (
+                sa.select(agents.c.agent_id)
+                .where(agents.c.agent_id == c.agent_id, agents.c.exited_at.is_(None), agents.c.last_seen >= cutoff)
+                .exists()
+            )
             count = conn.execute(
                 sessions.update()
-                .where(c.ended_at.is_(None), c.last_heartbeat < cutoff)
+                .where(c.ended_at.is_(None), c.last_heartbeat < cutoff, ~agent_alive)
                 .values(ended_at=now, end_reason="expired", ended_by=actor.name, changed_at=now)
             ).rowcount
             if audit:
@@ -321,12 +332,13 @@ class Store:
             cond.append(c.end_reason == f.end_reason)
         if f.state is not None and live:
             cutoff = now - self.stale_after
+            heartbeat = effective_heartbeat()
             if f.state == "stale":
-                cond.append(c.last_heartbeat < cutoff)
+                cond.append(heartbeat < cutoff)
             elif f.state == "disconnected":
-                cond.extend([c.disconnected_at.is_not(None), c.last_heartbeat >= cutoff])
+                cond.extend([c.disconnected_at.is_not(None), heartbeat >= cutoff])
             else:
-                cond.extend([c.status == f.state, c.disconnected_at.is_(None), c.last_heartbeat >= cutoff])
+                cond.extend([c.status == f.state, c.disconnected_at.is_(None), heartbeat >= cutoff])
         if f.search:
             cond.append(
                 sa.or_(
@@ -345,13 +357,13 @@ class Store:
         now = self.clock()
         cond = self._where(filters, live=live, now=now)
         order = sessions.c.start_time.desc() if live else sessions.c.ended_at.desc()
-        query = sa.select(*self.columns).where(*cond).order_by(order, sessions.c.session_id)
+        query = self.select_sessions().where(*cond).order_by(order, sessions.c.session_id)
         if limit is not None:
             query = query.limit(limit)
         if offset:
             query = query.offset(offset)
 
-        count = sa.select(sa.func.count()).select_from(sessions).where(*cond)
+        count = sa.select(sa.func.count()).select_from(SESSION_FROM).where(*cond)
         async with self.db.read_engine.connect() as conn:
             rendered = await self.render_stream(conn, query, now)
             if limit is None and not offset:
@@ -376,7 +388,7 @@ class Store:
         now = self.clock()
 
         def fn(conn: sa.Connection) -> dict[str, Any]:
-            row = conn.execute(sa.select(*self.columns).where(sessions.c.session_id == session_id)).first()
+            row = conn.execute(self.select_sessions().where(sessions.c.session_id == session_id)).first()
             if row is None:
                 raise SessionNotFound(session_id)
             return self.session_dict(row, now)
@@ -387,9 +399,14 @@ class Store:
         """``(app_name, state, count)`` of live sessions, for metrics."""
         now = self.clock()
         c = sessions.c
-        stale = c.last_heartbeat < now - self.stale_after
+        stale = effective_heartbeat() < now - self.stale_after
         state = sa.case((stale, "stale"), (c.disconnected_at.is_not(None), "disconnected"), else_=c.status)
-        query = sa.select(c.app_name, state, sa.func.count()).where(c.ended_at.is_(None)).group_by(c.app_name, state)
+        query = (
+            sa.select(c.app_name, state, sa.func.count())
+            .select_from(SESSION_FROM)
+            .where(c.ended_at.is_(None))
+            .group_by(c.app_name, state)
+        )
 
         def fn(conn: sa.Connection) -> list[tuple[str, str, int]]:
             return [(str(a), str(s), int(n)) for a, s, n in conn.execute(query).all()]
