@@ -135,6 +135,9 @@ class Agent:
         self._full = True
         self._online: bool | None = None
         self._offline_since = 0.0
+        self._url_index = 0
+        self._failed_urls: set[str] = set()
+        """Server URLs that failed since the last successful sync (failover tries each once, then backs off)."""
         self._sync_interval_s = config.sync_interval_s
         self._cursor = 0
         self._transport = transport
@@ -258,7 +261,7 @@ class Agent:
         if self.config.client_token:
             headers["Authorization"] = f"Bearer {self.config.client_token}"
         async with httpx.AsyncClient(
-            base_url=self.config.server_url,
+            base_url=self.server_url,
             headers=headers,
             transport=self._transport,
             timeout=httpx.Timeout(self.config.request_timeout_s),
@@ -292,8 +295,11 @@ class Agent:
                         await self._sync(exiting=False)
                 except Exception as exc:
                     self._went_offline(exc)
-                    retry_at = time.monotonic() + backoff_s
-                    backoff_s = min(backoff_s * 2, self._sync_interval_s)
+                    if self.server_url not in self._failed_urls:
+                        retry_at = 0.0  # moved to another replica: try it now
+                    else:
+                        retry_at = time.monotonic() + backoff_s
+                        backoff_s = min(backoff_s * 2, self._sync_interval_s)
                 else:
                     last_sync = time.monotonic()
                     backoff_s = 0.5
@@ -319,6 +325,7 @@ class Agent:
             "sessions": sessions,
             "ended": ended,
         }
+        url = self.server_url
         try:
             response = await self._client.post(f"/agents/{self.agent_id}/sync", json=body)
             if response.status_code >= 400:
@@ -328,11 +335,14 @@ class Agent:
                     response=response,
                 )
             data = response.json()
-        except BaseException:
+        except BaseException as exc:
             with self.lock:
                 self._dirty |= {sid for sid in sent_dirty if sid in self._records}
                 self._full = True  # the server may have lost anything: send everything when it is back
+            self._failed_urls.add(url)
+            self._fail_over(url, exc)
             raise
+        self._failed_urls.clear()
         with self.lock:
             for end in ended:
                 if self._ended.get(end["session_id"]) is end:
@@ -352,6 +362,7 @@ class Agent:
         assert self._client is not None
         wait_s = self.config.long_poll_s
         while not self._stopping.is_set():
+            url = self.server_url
             try:
                 response = await self._client.get(
                     f"/agents/{self.agent_id}/commands",
@@ -366,7 +377,8 @@ class Agent:
                 raise
             except Exception as exc:
                 logger.debug("agent %s: command poll failed: %s", self.agent_id, exc)
-                await asyncio.sleep(min(2.0, self._sync_interval_s))
+                moved = self._fail_over(url, exc)
+                await asyncio.sleep(0.05 if moved else min(2.0, self._sync_interval_s))
                 continue
             self._cursor = cursor
             for command in found:
@@ -420,12 +432,41 @@ class Agent:
             "started_at": self.started_at.isoformat(),
         }
 
+    @property
+    def server_url(self) -> str:
+        """The server this agent talks to now (one of ``config.server_urls``)."""
+        return self.config.server_urls[self._url_index]
+
+    def _fail_over(self, failed_url: str, exc: BaseException) -> bool:
+        """After a request to ``failed_url`` failed: move both loops to the next URL if the server is unreachable.
+
+        Returns whether the agent now talks to another URL than ``failed_url``. Only the loop that sees the
+        failure first moves (the other finds the URL already changed), so one outage is one step.
+        """
+        urls = self.config.server_urls
+        if len(urls) < 2 or not server_unreachable(exc):
+            return False
+        if self.server_url == failed_url:
+            self._url_index = (self._url_index + 1) % len(urls)
+            with self.lock:
+                self._full = True  # whatever the old replica missed (an end, a status), the new one gets it all
+            if self._client is not None:
+                self._client.base_url = httpx.URL(self.server_url)
+            logger.warning(
+                "agent %s: server %s unreachable (%s); moving to %s",
+                self.agent_id,
+                failed_url,
+                exc or type(exc).__name__,
+                self.server_url,
+            )
+        return True
+
     def _went_offline(self, exc: BaseException) -> None:
         if self._online is not False:
             self._offline_since = time.monotonic()
             logger.warning(
                 "session monitor at %s unreachable (%s); tracking %d sessions offline, retrying",
-                self.config.server_url,
+                self.server_url,
                 exc or type(exc).__name__,
                 len(self._records),
             )
@@ -435,11 +476,18 @@ class Agent:
         if self._online is False:
             logger.info(
                 "session monitor at %s reachable again after %.0f s; %s sessions re-registered",
-                self.config.server_url,
+                self.server_url,
                 time.monotonic() - self._offline_since,
                 registered if registered is not None else len(self._records),
             )
         self._online = True
+
+
+def server_unreachable(exc: BaseException) -> bool:
+    """Whether a failed request means its server (or the way to it) is down, so another replica may serve."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (502, 503, 504)
 
 
 _agent: Agent | None = None

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from session_monitor._version import __version__
 from session_monitor.errors import SessionNotFound
 from session_monitor.server.commands import CommandHub
+from session_monitor.server.coordination import PgCoordinator
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
 from session_monitor.server.routes import admin, agents, health, sessions, stats
@@ -99,11 +100,31 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         logger.info("session monitor %s using %s", __version__, db.describe())
         stop = asyncio.Event()
         reaper: asyncio.Task[None] | None = None
+        coordinator: PgCoordinator | None = None
+        if db.dialect == "postgresql":
+            # Other replicas may share this database: their kills must wake our long-polls, and one reaps.
+            coordinator = PgCoordinator(
+                db.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                hub,
+                schema=settings.database_schema,
+                on_wake=metrics.replica_wakeups.inc,
+            )
+            await coordinator.start()
+        app.state.coordinator = coordinator
 
-        def count_expired(result: ReapResult) -> None:
+        def count_pass(result: ReapResult) -> None:
+            metrics.reaper_passes.inc()
             metrics.sessions_ended.labels("expired").inc(result.expired)
 
+        async def may_reap() -> bool:
+            assert coordinator is not None
+            leading = await coordinator.try_lead()
+            metrics.reaper_leader.set(1 if leading else 0)
+            return leading
+
         if settings.run_reaper:
+            if coordinator is None:
+                metrics.reaper_leader.set(1)
             reaper = asyncio.create_task(
                 run_reaper(
                     store,
@@ -113,7 +134,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                     expire_after_s=settings.expire_after_s,
                     history_retention_s=settings.history_retention_s,
                     audit_retention_s=settings.audit_retention_s,
-                    on_result=count_expired,
+                    on_result=count_pass,
+                    gate=may_reap if coordinator is not None else None,
                 ),
                 name="session-monitor-reaper",
             )
@@ -124,6 +146,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             stop.set()
             if reaper is not None:
                 await reaper
+            if coordinator is not None:
+                await coordinator.close()
             await db.close()
 
     app = FastAPI(title="panel-session-monitor", version=__version__, description=DESCRIPTION, lifespan=lifespan)

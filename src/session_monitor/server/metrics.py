@@ -31,6 +31,19 @@ class Metrics:
             "session_monitor_kill_requests", "Kill requests, by scope (session or app).", ["scope"], registry=r
         )
         self.heartbeats = Counter("session_monitor_heartbeats", "Heartbeats received.", registry=r)
+        self.reaper_passes = Counter(
+            "session_monitor_reaper_passes", "Reaper passes run by this server process.", registry=r
+        )
+        self.reaper_leader = Gauge(
+            "session_monitor_reaper_leader",
+            "1 while this process runs the reaper (replicas on PostgreSQL: holds its advisory lock).",
+            registry=r,
+        )
+        self.replica_wakeups = Counter(
+            "session_monitor_replica_wakeups",
+            "Agents whose long-polls were woken by another replica's kill (PostgreSQL NOTIFY).",
+            registry=r,
+        )
         self.write_batch = Histogram(
             "session_monitor_db_write_batch_size",
             "Writes committed per transaction.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,20 +56,26 @@ async def run_reaper(
     audit_retention_s: float,
     on_result: Callable[[ReapResult], None] | None = None,
     agent_store: AgentStore | None = None,
+    gate: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
-    """First pass at once, then one every ``interval_s``, compensating for the time a pass takes."""
+    """First pass at once, then one every ``interval_s``, compensating for the time a pass takes.
+
+    ``gate``: asked before each pass whether this process should reap now (replicas on one PostgreSQL:
+    only the holder of the reaper's advisory lock does); a refused pass is skipped, not retried early.
+    """
     next_at = time.monotonic()
     while not stop.is_set():
         try:
-            result = await reap_once(
-                store,
-                expire_after_s=expire_after_s,
-                history_retention_s=history_retention_s,
-                audit_retention_s=audit_retention_s,
-                agent_store=agent_store,
-            )
-            if on_result is not None:
-                on_result(result)
+            if gate is None or await gate():
+                result = await reap_once(
+                    store,
+                    expire_after_s=expire_after_s,
+                    history_retention_s=history_retention_s,
+                    audit_retention_s=audit_retention_s,
+                    agent_store=agent_store,
+                )
+                if on_result is not None:
+                    on_result(result)
         except asyncio.CancelledError:
             raise
         except Exception:

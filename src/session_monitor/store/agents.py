@@ -1,8 +1,9 @@
 """SQL of the agent protocol: agents, their sessions' batched state, and the command queue.
 
 One sync is one write transaction whatever the number of sessions it carries:
-an upsert of the sessions that changed, one UPDATE that heartbeats all the
-agent's live sessions, the ends, and a read of the kills still pending.
+an upsert of the sessions that changed, the agent row (its ``last_seen`` is the
+heartbeat of all its live sessions: no session row is written for a heartbeat),
+the ends, and a read of the kills still pending. A sync costs O(changed sessions).
 """
 
 from __future__ import annotations
@@ -36,6 +37,39 @@ REVIVABLE = ("expired", "browser_lost")
 """End reasons a session reported live again by its agent comes back from."""
 
 
+def _upsert_sessions(conn: sa.Connection) -> Any:
+    """The sessions an agent reports, inserted or updated; run with one parameter set per session."""
+    c = sessions.c
+    stmt = _insert(conn, sessions)
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[c.session_id],
+        set_={
+            "app_name": ex.app_name,
+            "user_id": ex.user_id,
+            "status": ex.status,
+            "current_task": ex.current_task,
+            "task_started_at": ex.task_started_at,
+            "host": ex.host,
+            "pid": ex.pid,
+            "agent_id": ex.agent_id,
+            "visibility": ex.visibility,
+            "last_interaction_at": ex.last_interaction_at,
+            "disconnected_at": ex.disconnected_at,
+            "changed_at": ex.changed_at,
+            "last_heartbeat": ex.last_heartbeat,
+            "ended_at": None,
+            "end_reason": None,
+            "ended_by": None,
+        },
+        # Revive a session the reaper expired while its agent was cut off, or whose browser
+        # came back after the grace (Bokeh re-creates it under the same id); never one that
+        # was killed or closed.
+        # (The reasons are spelled out: an expanding IN cannot run with many parameter sets.)
+        where=sa.or_(c.ended_at.is_(None), *(c.end_reason == reason for reason in REVIVABLE)),
+    )
+
+
 @dataclass(frozen=True)
 class SyncResult:
     resync: bool
@@ -54,7 +88,9 @@ class AgentStore:
         c = sessions.c
 
         def op(conn: sa.Connection) -> SyncResult:
-            existed = conn.execute(sa.select(agents.c.agent_id).where(agents.c.agent_id == agent_id)).first()
+            existed = conn.execute(
+                sa.select(agents.c.agent_id, agents.c.last_seen).where(agents.c.agent_id == agent_id)
+            ).first()
             info = req.agent
             facts = {
                 "host": info.host,
@@ -69,7 +105,7 @@ class AgentStore:
             stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
             conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
 
-            for chunk in _chunks(req.sessions):
+            if req.sessions:
                 rows = [
                     {
                         "session_id": s.session_id,
@@ -89,37 +125,11 @@ class AgentStore:
                         "disconnected_at": s.disconnected_at,
                         "changed_at": now,
                     }
-                    for s in chunk
+                    for s in req.sessions
                 ]
-                stmt = _insert(conn, sessions).values(rows)
-                ex = stmt.excluded
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[c.session_id],
-                        set_={
-                            "app_name": ex.app_name,
-                            "user_id": ex.user_id,
-                            "status": ex.status,
-                            "current_task": ex.current_task,
-                            "task_started_at": ex.task_started_at,
-                            "host": ex.host,
-                            "pid": ex.pid,
-                            "agent_id": ex.agent_id,
-                            "visibility": ex.visibility,
-                            "last_interaction_at": ex.last_interaction_at,
-                            "disconnected_at": ex.disconnected_at,
-                            "changed_at": now,
-                            "last_heartbeat": now,
-                            "ended_at": None,
-                            "end_reason": None,
-                            "ended_by": None,
-                        },
-                        # Revive a session the reaper expired while its agent was cut off, or whose browser
-                        # came back after the grace (Bokeh re-creates it under the same id); never one that
-                        # was killed or closed.
-                        where=sa.or_(c.ended_at.is_(None), c.end_reason.in_(REVIVABLE)),
-                    )
-                )
+                # One statement run with many parameter sets: compiled once and cached, where a multi-row
+                # VALUES built from the rows was compiled anew on every sync (most of a small sync's time).
+                conn.execute(_upsert_sessions(conn), rows)
             if req.ended:
                 conn.execute(
                     sessions.update()
@@ -154,11 +164,11 @@ class AgentStore:
                             changed_at=now,
                         )
                     )
-            conn.execute(
-                sessions.update()
-                .where(live_of_agent)
-                .values(last_heartbeat=now, changed_at=self.store.heartbeat_changed(now))
-            )
+            # No session row is written for the heartbeat: the agent's ``last_seen`` is the heartbeat of all
+            # its live sessions (see ``render.effective_heartbeat``). Only an agent back from a silence long
+            # enough to show its sessions ``stale`` marks them changed, so live views see them come back.
+            if existed is not None and existed.last_seen < now - self.store.stale_after:
+                conn.execute(sessions.update().where(live_of_agent).values(changed_at=now))
             if req.exiting:
                 conn.execute(
                     sessions.update()

@@ -40,6 +40,9 @@ _PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@]*@")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite statement waits for a lock held by another connection."""
 
+UPGRADE_LOCK_KEY = 0x534D_5550
+"""PostgreSQL advisory lock held by the transaction that creates or upgrades the schema."""
+
 MAX_BATCH = 512
 """Most writes applied in one transaction by the writer."""
 
@@ -214,6 +217,9 @@ class Database:
     async def upgrade(self) -> list[int]:
         """Create or upgrade the schema in place; returns the versions applied."""
         async with self.write_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Replicas starting together: one upgrades, the others wait and then find nothing to do.
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK_KEY})")
             if self.schema:
                 await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             applied = await conn.run_sync(migrations.upgrade)

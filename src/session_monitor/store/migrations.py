@@ -145,12 +145,27 @@ def _v5_liveness(conn: sa.Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_sessions_changed ON sessions (changed_at)")
 
 
+def _v6_pending_kills(conn: sa.Connection) -> None:
+    """A partial index of live sessions with a kill pending: every sync asks for its agent's (usually none)."""
+    meta = sa.MetaData()
+    table = sa.Table(
+        "sessions",
+        meta,
+        sa.Column("agent_id", sa.String(64)),
+        sa.Column("kill_requested", sa.Boolean()),
+        sa.Column("ended_at", UTCDateTime()),
+    )
+    pending = sa.and_(table.c.kill_requested, table.c.ended_at.is_(None))
+    sa.Index("ix_sessions_kill_pending", table.c.agent_id, sqlite_where=pending, postgresql_where=pending).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions table (prototype shape)", _v1_sessions),
     Migration(2, "history, placement and kill intent columns", _v2_history),
     Migration(3, "audit log", _v3_audit),
     Migration(4, "agents and their command queue", _v4_agents),
     Migration(5, "browser liveness columns and the change stamp", _v5_liveness),
+    Migration(6, "partial index of pending kills", _v6_pending_kills),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
