@@ -59,11 +59,12 @@ SEED_ANCHOR = "up to 30 s (next heartbeat poll)"
 TARGET = "p95 < 1 s"
 
 
-def start_panel(port: int, monitor_url: str, stamps: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port)]
-    command += ["--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness"]
-    env = {**os.environ, "SESSION_MONITOR_URL": monitor_url, "KILL_BENCH_STAMPS": str(stamps)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+def start_panel(
+    app: Path, port: int, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``panel serve app`` on 127.0.0.1:port with ``env``, once its ``/liveness`` answers (the benchmarks' apps)."""
+    command = [sys.executable, "-m", "panel", "serve", str(app), "--address", "127.0.0.1", "--port", str(port)]
+    command += ["--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness", *extra_args]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -121,7 +122,9 @@ def main() -> None:
             {"SESSION_MONITOR_DATABASE_URL": f"sqlite:///{tmp / 'monitor.sqlite3'}"}, log_path=tmp / "monitor.log"
         ).start()
         port = free_port()
-        panel = start_panel(port, monitor.url, stamps, tmp / "panel.log")
+        env = {**os.environ, "SESSION_MONITOR_URL": monitor.url, "KILL_BENCH_STAMPS": str(stamps)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        panel = start_panel(APP, port, env, tmp / "panel.log")
         api = httpx.Client(base_url=monitor.url, timeout=10.0)
         try:
             with sync_playwright() as playwright:

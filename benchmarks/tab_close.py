@@ -21,7 +21,6 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from benchmarks.kill_latency import percentile, stop  # noqa: E402
+from benchmarks.kill_latency import percentile, start_panel, stop  # noqa: E402
 from playwright.sync_api import BrowserContext, Page, sync_playwright  # noqa: E402
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, wait_until  # noqa: E402
 
@@ -39,25 +38,6 @@ APP = ROOT / "benchmarks" / "tab_close_app.py"
 SETUP = ROOT / "src" / "session_monitor" / "client" / "setup_hook.py"
 BOKEH_WAIT_S = 45.0
 TARGET = "p95 < 3 s"
-
-
-def start_panel(port: int, env: dict[str, str], log_path: Path, setup: bool) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "panel", "serve", str(APP), "--address", "127.0.0.1", "--port", str(port)]
-    command += ["--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness"]
-    command += ["--setup", str(SETUP)] if setup else []
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited: {log_path.read_text()[-2000:]}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/liveness", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, timeout_s=60, interval_s=0.1)
-    return proc
 
 
 def open_tabs(context: BrowserContext, url: str, count: int) -> list[tuple[Page, str]]:
@@ -100,8 +80,8 @@ def main() -> None:
         env = {**os.environ, "SESSION_MONITOR_URL": monitor.url, "TAB_CLOSE_STAMPS": str(stamps)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         ours_port, bokeh_port = free_port(), free_port()
-        ours = start_panel(ours_port, env, tmp / "ours.log", setup=True)
-        bokeh = start_panel(bokeh_port, env, tmp / "bokeh.log", setup=False)
+        ours = start_panel(APP, ours_port, env, tmp / "ours.log", ("--setup", str(SETUP)))
+        bokeh = start_panel(APP, bokeh_port, env, tmp / "bokeh.log")
         api = httpx.Client(base_url=monitor.url, timeout=10.0)
         try:
             with sync_playwright() as playwright:

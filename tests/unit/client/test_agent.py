@@ -28,11 +28,6 @@ AGENT_LOGGER = "session_monitor.client.agent"
 
 
 @pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
 def make_agent(server: FakeServer) -> Iterator[Any]:
     """Agents on the fake server, stopped after the test (never the process's own agent)."""
     made: list[Agent] = []

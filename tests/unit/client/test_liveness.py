@@ -3,19 +3,16 @@ has a websocket."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from session_monitor import ConfigError, SessionClient
-from session_monitor.client import agent as agent_module
 from session_monitor.client.agent import Agent
 from session_monitor.client.liveness import AppSeconds, expiry, resolve_liveness
 from session_monitor.client.setup_hook import ROOT_APP_NAME, app_name_of
 from tests.helpers import wait_until
-from tests.unit.client import FakeServer
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LIVENESS_ENV = (
@@ -99,22 +96,6 @@ def test_app_name_comes_from_the_route_not_the_request() -> None:
     assert app_name_of(context("/team/q3/")) == "team/q3"
     assert app_name_of(context("/")) == ROOT_APP_NAME
     assert app_name_of(SimpleNamespace(id="s")) == ROOT_APP_NAME
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-def agent(server: FakeServer) -> Iterator[Agent]:
-    SessionClient.reset()
-    agent_module.reset()
-    made = server.agent()
-    agent_module._agent = made
-    yield made
-    SessionClient.reset()
-    agent_module.reset()
 
 
 def unregistered(agent: Agent, session_id: str) -> SessionClient:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,31 +13,11 @@ import pytest
 from session_monitor import ConfigError, SessionClient
 from session_monitor.client import agent as agent_module
 from session_monitor.client import threads
-from session_monitor.client.agent import Agent
 from session_monitor.protocol import MAX_TASK
 from tests.helpers import wait_until
 from tests.unit.client import FakeServer
 
 TRACKER_LOGGER = "session_monitor.client.tracker"
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-def agent(server: FakeServer) -> Iterator[Agent]:
-    """The process's agent, on the fake server; nothing is left behind for the next test."""
-    SessionClient.reset()
-    agent_module.reset()
-    made = server.agent()
-    agent_module._agent = made
-    yield made
-    server.down = False
-    server.release()
-    SessionClient.reset()
-    agent_module.reset()
 
 
 def last_state(server: FakeServer, session_id: str) -> tuple[str, str | None] | None:
