@@ -59,6 +59,21 @@ SEED_ANCHOR = "up to 30 s (next heartbeat poll)"
 TARGET = "p95 < 1 s"
 
 
+def start_monitor(tmp: Path, stamps_var: str) -> tuple[ServerProcess, dict[str, str], Path]:
+    """A monitor on SQLite in ``tmp``, and the environment of a benchmark app reporting to it.
+
+    The app writes its time stamps into the folder it finds in ``stamps_var`` (returned as the third item).
+    """
+    stamps = tmp / "stamps"
+    stamps.mkdir()
+    monitor = ServerProcess(
+        {"SESSION_MONITOR_DATABASE_URL": f"sqlite:///{tmp / 'monitor.sqlite3'}"}, log_path=tmp / "monitor.log"
+    ).start()
+    env = {**os.environ, "SESSION_MONITOR_URL": monitor.url, stamps_var: str(stamps)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return monitor, env, stamps
+
+
 def start_panel(
     app: Path, port: int, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
@@ -116,14 +131,8 @@ def main() -> None:
     problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        stamps = tmp / "stamps"
-        stamps.mkdir()
-        monitor = ServerProcess(
-            {"SESSION_MONITOR_DATABASE_URL": f"sqlite:///{tmp / 'monitor.sqlite3'}"}, log_path=tmp / "monitor.log"
-        ).start()
+        monitor, env, stamps = start_monitor(tmp, "KILL_BENCH_STAMPS")
         port = free_port()
-        env = {**os.environ, "SESSION_MONITOR_URL": monitor.url, "KILL_BENCH_STAMPS": str(stamps)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         panel = start_panel(APP, port, env, tmp / "panel.log")
         api = httpx.Client(base_url=monitor.url, timeout=10.0)
         try:

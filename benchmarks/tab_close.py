@@ -18,7 +18,6 @@ Run: ``.venv/bin/python benchmarks/tab_close.py [--closes 30] [--batch 10]``
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import sys
@@ -30,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from benchmarks.kill_latency import percentile, start_panel, stop  # noqa: E402
+from benchmarks.kill_latency import percentile, start_monitor, start_panel, stop  # noqa: E402
 from playwright.sync_api import BrowserContext, Page, sync_playwright  # noqa: E402
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, ServerProcess, free_port, wait_until  # noqa: E402
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, wait_until  # noqa: E402
 
 APP = ROOT / "benchmarks" / "tab_close_app.py"
 SETUP = ROOT / "src" / "session_monitor" / "client" / "setup_hook.py"
@@ -72,13 +71,7 @@ def main() -> None:
     problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        stamps = tmp / "stamps"
-        stamps.mkdir()
-        monitor = ServerProcess(
-            {"SESSION_MONITOR_DATABASE_URL": f"sqlite:///{tmp / 'monitor.sqlite3'}"}, log_path=tmp / "monitor.log"
-        ).start()
-        env = {**os.environ, "SESSION_MONITOR_URL": monitor.url, "TAB_CLOSE_STAMPS": str(stamps)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        monitor, env, stamps = start_monitor(tmp, "TAB_CLOSE_STAMPS")
         ours_port, bokeh_port = free_port(), free_port()
         ours = start_panel(APP, ours_port, env, tmp / "ours.log", ("--setup", str(SETUP)))
         bokeh = start_panel(APP, bokeh_port, env, tmp / "bokeh.log")

@@ -53,7 +53,8 @@ def parse_urls(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(urls))
 
 
-def _float_env(name: str, default: float) -> tuple[float, bool]:
+def float_env(name: str, default: float) -> tuple[float, bool]:
+    """A positive number from the environment, or ``default``; and whether the environment gave it."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default, False
@@ -73,8 +74,8 @@ def resolve_config(server_url: str | None = None, client_token: str | None = Non
     """
     urls = parse_urls(server_url or os.environ.get("SESSION_MONITOR_URL") or defaults.SERVER_URL)
     token = client_token or os.environ.get("SESSION_MONITOR_CLIENT_TOKEN") or None
-    interval, from_env = _float_env("SESSION_MONITOR_SYNC_INTERVAL_S", defaults.SYNC_INTERVAL_S)
-    flush, _ = _float_env("SESSION_MONITOR_FLUSH_DELAY_S", defaults.FLUSH_DELAY_S)
+    interval, from_env = float_env("SESSION_MONITOR_SYNC_INTERVAL_S", defaults.SYNC_INTERVAL_S)
+    flush, _ = float_env("SESSION_MONITOR_FLUSH_DELAY_S", defaults.FLUSH_DELAY_S)
     return ClientConfig(
         server_url=urls[0],
         fallback_urls=urls[1:],

@@ -29,6 +29,7 @@ from typing import Any
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.websocket import WebSocketClosedError
 
+from session_monitor.client.config import float_env
 from session_monitor.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -104,16 +105,7 @@ class LivenessConfig:
 
 
 def _positive_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be positive")
-    return value
+    return float_env(name, default)[0]
 
 
 def resolve_liveness(

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from session_monitor.store.models import agents, sessions
 from session_monitor.store.render import effective_heartbeat
-from session_monitor.store.repository import SessionFilters, Store
+from session_monitor.store.repository import SessionFilters, Store, placement_filters
 
 CURSOR_OVERLAP = timedelta(seconds=2)
 """How far before the read the returned cursor lies (covers commit delay and replica clock skew)."""
@@ -42,13 +42,7 @@ async def list_changes(store: Store, since: datetime, filters: SessionFilters) -
     c = sessions.c
     stale_cutoff = now - store.stale_after
     heartbeat = effective_heartbeat()
-    fixed: list[sa.ColumnElement[bool]] = []
-    if filters.app is not None:
-        fixed.append(c.app_name == filters.app)
-    if filters.user is not None:
-        fixed.append(c.user_id == filters.user)
-    if filters.host is not None:
-        fixed.append(c.host == filters.host)
+    fixed = placement_filters(filters)
     changed = sa.or_(
         c.changed_at >= since,
         # Went stale since the cursor: no write marks that, time alone does.

@@ -37,6 +37,19 @@ class SessionFilters:
     end_reason: str | None = None
 
 
+def placement_filters(f: SessionFilters) -> list[sa.ColumnElement[bool]]:
+    """The filters on what never changes for a session: app, user, host."""
+    c = sessions.c
+    cond: list[sa.ColumnElement[bool]] = []
+    if f.app is not None:
+        cond.append(c.app_name == f.app)
+    if f.user is not None:
+        cond.append(c.user_id == f.user)
+    if f.host is not None:
+        cond.append(c.host == f.host)
+    return cond
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who asked for a change: a name for the audit log and where the request came from."""
@@ -321,13 +334,7 @@ class Store:
 
     def _where(self, f: SessionFilters, *, live: bool, now: datetime) -> list[sa.ColumnElement[bool]]:
         c = sessions.c
-        cond: list[sa.ColumnElement[bool]] = [c.ended_at.is_(None) if live else c.ended_at.is_not(None)]
-        if f.app is not None:
-            cond.append(c.app_name == f.app)
-        if f.user is not None:
-            cond.append(c.user_id == f.user)
-        if f.host is not None:
-            cond.append(c.host == f.host)
+        cond = [c.ended_at.is_(None) if live else c.ended_at.is_not(None), *placement_filters(f)]
         if f.end_reason is not None:
             cond.append(c.end_reason == f.end_reason)
         if f.state is not None and live:
