@@ -194,6 +194,7 @@ def serve(host: str, port: int, database_url: str | None, insecure: bool, dashbo
                 log_config=default_log_config(verbose),
                 access_log=False,
                 timeout_graceful_shutdown=5,
+                timeout_keep_alive=int(defaults.SERVER_KEEP_ALIVE_S),
             )
         else:
             uvicorn.run(
@@ -203,6 +204,7 @@ def serve(host: str, port: int, database_url: str | None, insecure: bool, dashbo
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=5,
+                timeout_keep_alive=int(defaults.SERVER_KEEP_ALIVE_S),
             )
     finally:
         if child is not None:

@@ -55,3 +55,8 @@ CLEANUP_OLDER_THAN_MINUTES = 10
 
 HTTP_TIMEOUT_S = 10.0
 """Timeout of one CLI request to the server."""
+
+SERVER_KEEP_ALIVE_S = 65.0
+"""How long the server keeps an idle HTTP connection open. Longer than clients keep theirs (httpx: 5 s), so a
+client never sends a request on a connection the server is closing at that moment (uvicorn's 5 s default made
+the two expire together: "Server disconnected without sending a response")."""
