@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 from tests.e2e.dashboard_support import (
     ADMIN_TOKEN,
     PASSWORD,
@@ -24,7 +24,7 @@ from tests.e2e.dashboard_support import (
     running_api,
     watch,
 )
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, wait_until
+from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -73,19 +73,9 @@ def secured_dashboard(secured_api: Api, tmp_path_factory: pytest.TempPathFactory
         board.stop()
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def watched(chromium: Browser) -> Iterator[Watched]:
-    context = chromium.new_context(viewport={"width": 1500, "height": 1000})
+def watched(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1500, "height": 1000})
     try:
         yield watch(context.new_page())
     finally:

@@ -104,10 +104,6 @@ class LivenessConfig:
         return min(MAX_SWEEP_INTERVAL_S, self.dead_socket_s / 4)
 
 
-def _positive_env(name: str, default: float) -> float:
-    return float_env(name, default)[0]
-
-
 def resolve_liveness(
     disconnect_grace_s: float | None = None,
     dead_socket_s: float | None = None,
@@ -117,9 +113,8 @@ def resolve_liveness(
     """Build the liveness settings from arguments, else ``SESSION_MONITOR_*`` variables, else the defaults."""
     env = os.environ.get
     return LivenessConfig(
-        disconnect_grace_s=disconnect_grace_s
-        or _positive_env("SESSION_MONITOR_DISCONNECT_GRACE_S", DISCONNECT_GRACE_S),
-        dead_socket_s=dead_socket_s or _positive_env("SESSION_MONITOR_DEAD_SOCKET_S", DEAD_SOCKET_S),
+        disconnect_grace_s=disconnect_grace_s or float_env("SESSION_MONITOR_DISCONNECT_GRACE_S", DISCONNECT_GRACE_S)[0],
+        dead_socket_s=dead_socket_s or float_env("SESSION_MONITOR_DEAD_SOCKET_S", DEAD_SOCKET_S)[0],
         idle_timeout_s=AppSeconds.parse(
             "SESSION_MONITOR_IDLE_TIMEOUT_S", idle_timeout_s or env("SESSION_MONITOR_IDLE_TIMEOUT_S")
         ),

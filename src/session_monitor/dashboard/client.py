@@ -177,9 +177,9 @@ class SessionFeed:
             assert self.latest is not None
             return self.latest
 
-    def reload(self) -> None:
-        """Make the next :meth:`get` fetch the whole list now (after an admin action, say)."""
-        self.fetched_at, self._cursor = 0.0, None
+    def fetch_soon(self) -> None:
+        """Make the next :meth:`get` fetch at once (after an admin action: its outcome is a change to fetch)."""
+        self.fetched_at = 0.0
 
     async def _fetch(self) -> Fetched:
         now = time.monotonic()

@@ -333,7 +333,7 @@ class SessionsView:
             await action()
         except ApiError as exc:
             self._report(f"Failed: {escaped(exc)}", error=True)
-        self.feed.fetched_at = 0.0  # show the outcome at the next refresh, not a second later
+        self.feed.fetch_soon()  # show the outcome at the next refresh, not a second later
 
     def _report(self, message_html: str, *, error: bool = False) -> None:
         colour = "#cf222e" if error else "#1a7f37"
