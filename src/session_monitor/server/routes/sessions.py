@@ -24,7 +24,6 @@ from session_monitor.protocol import (
     SessionList,
     SessionOut,
     StatusResponse,
-    _printable,
 )
 from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, StoreDep, as_actor
 from session_monitor.server.routes._common import (
@@ -39,6 +38,7 @@ from session_monitor.server.routes._common import (
 )
 from session_monitor.store import SessionFilters
 from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
+from session_monitor.text import printable
 
 router = APIRouter(tags=["sessions"])
 
@@ -131,7 +131,7 @@ async def kill_all_sessions(
     app_name: Annotated[
         str,
         Path(min_length=1, max_length=MAX_APP_NAME, description="URL-encoded app name; may contain / ? #."),
-        AfterValidator(_printable),
+        AfterValidator(printable),
     ],
     store: StoreDep,
     hub: HubDep,
