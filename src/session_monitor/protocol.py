@@ -7,11 +7,12 @@ and dashboard keep working.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from session_monitor.text import printable
 
 API_VERSION = "1"
 
@@ -37,30 +38,22 @@ LIVE_STATES: tuple[str, ...] = ("idle", "running", "disconnected", "stale")
 END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit")
 
 
-def _printable(value: str) -> str:
-    """Reject control, surrogate and unassigned code points: they break terminals, logs and PostgreSQL text."""
-    for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Cn"):
-            raise ValueError(f"must not contain control or invalid characters (found U+{ord(ch):04X})")
-    return value
-
-
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
 
 
-Text = Annotated[str, AfterValidator(_printable)]
+Text = Annotated[str, AfterValidator(printable)]
 AppName = Annotated[
-    str, Field(min_length=1, max_length=MAX_APP_NAME), AfterValidator(_printable), AfterValidator(_not_blank)
+    str, Field(min_length=1, max_length=MAX_APP_NAME), AfterValidator(printable), AfterValidator(_not_blank)
 ]
-UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(_printable)]
-HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(_printable)]
-TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(_printable)]
+UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(printable)]
+HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(printable)]
+TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(printable)]
 Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATUS_PATTERN)]
 Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable)]
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(printable)]
 
 Visibility = Literal["visible", "hidden"]
 """``document.visibilityState`` as the page last reported it (a frozen page reports nothing)."""
@@ -204,8 +197,8 @@ KILL = "kill"
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 SessionIdField = Annotated[str, Field(min_length=1, max_length=MAX_SESSION_ID, pattern=SESSION_ID_PATTERN)]
-ShortText = Annotated[str, Field(max_length=64), AfterValidator(_printable)]
-CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(_printable)]
+ShortText = Annotated[str, Field(max_length=64), AfterValidator(printable)]
+CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(printable)]
 
 
 def _utc(value: datetime) -> datetime:

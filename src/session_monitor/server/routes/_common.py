@@ -6,12 +6,13 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import AfterValidator
 
 from session_monitor.errors import SessionNotFound
-from session_monitor.protocol import MAX_APP_NAME, MAX_HOST, MAX_SESSION_ID, MAX_USER_ID, SESSION_ID_PATTERN, _printable
+from session_monitor.protocol import MAX_APP_NAME, MAX_HOST, MAX_SESSION_ID, MAX_USER_ID, SESSION_ID_PATTERN
+from session_monitor.text import printable
 
 _SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
 
@@ -32,24 +33,26 @@ def checked_session_id(session_id: str) -> str:
     return session_id
 
 
+SessionId = Annotated[str, Path(description="Session id as returned by POST /sessions.")]
+
 AppFilter = Annotated[
     str | None,
     Query(max_length=MAX_APP_NAME, description="Only this app."),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 UserFilter = Annotated[
     str | None,
     Query(max_length=MAX_USER_ID, description="Only this user."),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 HostFilter = Annotated[
     str | None,
     Query(max_length=MAX_HOST, description="Only sessions on this host."),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 SearchFilter = Annotated[
     str | None,
     Query(max_length=200, description="Substring of id, app, user, task or host."),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]
