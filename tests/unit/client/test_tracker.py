@@ -17,7 +17,7 @@ from session_monitor.protocol import MAX_TASK
 from tests.helpers import wait_until
 from tests.unit.client import FakeServer
 
-TRACKER_LOGGER = "session_monitor.client.tracker"
+CALLBACKS_LOGGER = "session_monitor.client.callbacks"
 
 
 def last_state(server: FakeServer, session_id: str) -> tuple[str, str | None] | None:
@@ -278,11 +278,11 @@ class Calls:
 
 
 def failures(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == TRACKER_LOGGER and r.levelno >= logging.ERROR]
+    return [r.getMessage() for r in caplog.records if r.name == CALLBACKS_LOGGER and r.levelno >= logging.ERROR]
 
 
 def test_stop_runs_every_callback_once_and_ends_the_session_closed(agent, server, caplog):
-    caplog.set_level(logging.ERROR, logger=TRACKER_LOGGER)
+    caplog.set_level(logging.ERROR, logger=CALLBACKS_LOGGER)
     tracker = SessionClient.get_tracker("app")
     calls = Calls()
     tracker.on_kill(calls.raising("first"))
@@ -296,7 +296,7 @@ def test_stop_runs_every_callback_once_and_ends_the_session_closed(agent, server
     assert tracker.ended
     assert len(failures(caplog)) == 2
     tracker.stop()
-    tracker._finish("process_exit")
+    tracker.finish("process_exit")
     assert len(calls.names) == 5
 
     wait_until(lambda: server.ends_sent())
@@ -305,7 +305,7 @@ def test_stop_runs_every_callback_once_and_ends_the_session_closed(agent, server
 
 
 def test_a_kill_runs_every_callback_once_and_ends_the_session_killed(agent, server, caplog):
-    caplog.set_level(logging.ERROR, logger=TRACKER_LOGGER)
+    caplog.set_level(logging.ERROR, logger=CALLBACKS_LOGGER)
     tracker = SessionClient.get_tracker("app")
     bystander = SessionClient.get_tracker("other")
     calls, other_calls = Calls(), Calls()
@@ -352,7 +352,7 @@ def test_on_kill_needs_a_callable(agent):
 
 async def test_stop_on_a_running_event_loop_runs_async_callbacks(agent, caplog):
     # An async app, or Panel's destroy hooks, end a session from a thread whose loop is running.
-    caplog.set_level(logging.ERROR, logger=TRACKER_LOGGER)
+    caplog.set_level(logging.ERROR, logger=CALLBACKS_LOGGER)
     tracker = SessionClient.get_tracker("app")
     calls = Calls()
     tracker.on_kill(calls.sync("sync"))
