@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from session_monitor import ConfigError, SessionClient
-from session_monitor.client import agent as agent_module
-from session_monitor.client import threads
+from session_monitor.client import exiting, threads
 from session_monitor.protocol import MAX_TASK
 from tests.helpers import wait_until
 from tests.unit.client import FakeServer
@@ -301,7 +300,7 @@ def test_stop_runs_every_callback_once_and_ends_the_session_closed(agent, server
 
     wait_until(lambda: server.ends_sent())
     assert [(e["session_id"], e["reason"]) for e in server.ends_sent()] == [(tracker.session_id, "closed")]
-    assert tracker.session_id not in agent._handlers and tracker not in SessionClient.active()
+    assert tracker.session_id not in agent.sessions.handlers and tracker not in SessionClient.active()
 
 
 def test_a_kill_runs_every_callback_once_and_ends_the_session_killed(agent, server, caplog):
@@ -379,7 +378,7 @@ def test_process_exit_runs_the_callbacks_then_ends_every_session_in_one_request(
     wait_until(lambda: all(server.sessions_sent(t.session_id) for t in trackers))
     count = len(server.syncs)
 
-    agent_module._at_exit()
+    exiting.run_exit()
     assert calls.names == ["a", "b", "c", "async"]
     assert all(t.ended for t in trackers) and SessionClient.active() == []
     at_exit = server.syncs[count:]
