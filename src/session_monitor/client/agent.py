@@ -14,6 +14,11 @@ own event loop:
 While the server is down the agent keeps only the latest state of each live
 session and the ends not yet acknowledged, logs one line per outage, and
 retries at most one sync interval apart.
+
+This module holds the thread and its two loops; what they work on lives beside it:
+the session table (``sessions.py``), the replicas and outages (``failover.py``), the
+process's facts and redacted command line (``process.py``), and process exit
+(``exiting.py``). Their public names are re-exported here.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import pytest
 
 from session_monitor import ConfigError, SessionClient
 from session_monitor.client import exiting, threads
+from session_monitor.client.callbacks import run_in_background
 from session_monitor.protocol import MAX_TASK
 from tests.helpers import wait_until
 from tests.unit.client import FakeServer
@@ -405,3 +406,22 @@ def test_one_agent_thread_and_one_connection_pool_whatever_the_session_count(age
     assert [t.name for t in threading.enumerate()].count("session-monitor-agent") == 1
     assert agent._client is client
     assert agent.session_count == 201
+
+
+def test_a_kill_wins_over_an_end_reason_that_comes_after_it(agent, server):
+    tracker = SessionClient.get_tracker("app")
+    calls = Calls()
+    tracker.on_kill(calls.sync("cleanup"))
+    wait_until(lambda: server.sessions_sent(tracker.session_id))
+    busy = threading.Event()
+    run_in_background(busy.wait)  # the callback thread is busy: the kill's own end must wait its turn
+
+    tracker.request_kill("maintenance")
+    tracker.request_kill("again")  # once only
+    tracker.stop()  # ends it first, yet as killed
+    busy.set()
+    assert tracker.ended and calls.names == ["cleanup"] and tracker.kill_reason == "maintenance"
+    wait_until(lambda: server.ends_sent())
+    assert [(e["session_id"], e["reason"]) for e in server.ends_sent()] == [(tracker.session_id, "killed")]
+    tracker.activate()  # too late: an ended session is never registered again
+    assert tracker.session_id not in agent.sessions.records
