@@ -7,6 +7,7 @@ raises :class:`~session_monitor.errors.ConfigError` naming the variable.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,15 +47,31 @@ def env_setting_source(name: str, default: T, parse: Callable[[str], T], explici
         raise ConfigError(message) from None
 
 
-def positive_float(text: str) -> float:
-    """A number of seconds (or another amount) greater than zero."""
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused)."""
     try:
         value = float(text)
     except ValueError:
         raise ValueError("not a number") from None
-    if not value > 0 or value == float("inf"):
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number greater than zero (seconds, mostly)."""
+    value = finite_float(text)
+    if value <= 0:
         raise ValueError("must be a positive number")
     return value
+
+
+def integer(text: str) -> int:
+    """A whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from session_monitor import ConfigError
-from session_monitor.client.config import env_setting, env_setting_source, positive_float
+from session_monitor.client.config import env_setting, env_setting_source, finite_float, integer, positive_float
 from session_monitor.client.liveness import resolve_liveness
 
 NAME = "SESSION_MONITOR_TEST_SETTING_S"
@@ -52,3 +52,15 @@ def test_liveness_settings_are_read_the_same_way(monkeypatch, name, raw):
     with pytest.raises(ConfigError, match=name):
         resolve_liveness()
     assert resolve_liveness(disconnect_grace_s=1.0, dead_socket_s=9.0, idle_timeout_s="1", max_session_age_s="2")
+
+
+def test_the_other_parsers(monkeypatch):
+    monkeypatch.setenv(NAME, "0")
+    assert env_setting(NAME, 1.5, finite_float) == 0.0
+    assert env_setting(NAME, 7, integer) == 0
+    monkeypatch.setenv(NAME, "2.5")
+    with pytest.raises(ConfigError, match=rf"{NAME}='2.5': not a whole number"):
+        env_setting(NAME, 7, integer)
+    monkeypatch.setenv(NAME, "-inf")
+    with pytest.raises(ConfigError, match="finite"):
+        env_setting(NAME, 1.5, finite_float)
