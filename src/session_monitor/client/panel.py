@@ -338,6 +338,8 @@ def _session_destroyed(session_context: Any) -> None:
     tracker = _tracked(session_id)
     if tracker is not None:
         tracker.finish("closed")
+    with _docs_lock:
+        _bindings.pop(session_id, None)  # a tracker forgotten without ending (tests) leaves no entry behind
 
 
 def _notify(doc: Document, message: str) -> None:
