@@ -66,9 +66,10 @@ def test_settings_come_from_configure_then_the_environment_then_defaults(monkeyp
     [
         ({"size": 0}, {}, "pool size must be a whole number of 1 to 1024 worker processes, got 0"),
         ({"grace_s": -1.0}, {}, "grace_s must be 0 to 60"),
-        ({}, {"SESSION_MONITOR_POOL_SIZE": "many"}, "SESSION_MONITOR_POOL_SIZE='many' is not a number"),
+        ({}, {"SESSION_MONITOR_POOL_SIZE": "many"}, "SESSION_MONITOR_POOL_SIZE='many': not a number"),
         ({}, {"SESSION_MONITOR_POOL_SIZE": "2.5"}, "pool size must be a whole number of 1 to 1024 .* got 2.5"),
-        ({}, {"SESSION_MONITOR_POOL_GRACE_S": "-1"}, "SESSION_MONITOR_POOL_GRACE_S='-1' must be positive"),
+        ({}, {"SESSION_MONITOR_POOL_GRACE_S": "-1"}, "grace_s must be 0 to 60 seconds, got -1"),
+        ({}, {"SESSION_MONITOR_POOL_GRACE_S": "nan"}, "SESSION_MONITOR_POOL_GRACE_S='nan': must be a finite number"),
         ({}, {"SESSION_MONITOR_POOL_KILL_AFTER_S": "1e9"}, "kill_after_s must be 0 to 60"),
     ],
 )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from session_monitor.client.config import float_env
+from session_monitor.client.config import env_setting, finite_float
 from session_monitor.errors import ConfigError, JobCancelled
 from session_monitor.pool.engine import Engine, EngineSettings, JobState
 
@@ -243,9 +243,7 @@ def _settings() -> EngineSettings:
 def _pick(name: str, env: str, default: float) -> float:
     """Explicit (``configure``) > environment variable (read as the client reads its own) > default."""
     value = _overrides.get(name)
-    if value is not None:
-        return float(value)
-    return float_env(env, default)[0]
+    return env_setting(env, float(default), finite_float, None if value is None else float(value))
 
 
 def _pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
