@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from session_monitor.errors import SessionEnded, SessionNotFound
 from session_monitor.store.engine import Database
-from session_monitor.store.listing import SessionsJSON, join_rows, json_columns
+from session_monitor.store.listing import SessionsJSON, join_rows, json_query
 from session_monitor.store.models import AuditRow, SessionRow, agents, audit_log, commands, sessions
 from session_monitor.store.render import SESSION_FROM, SessionRenderer, effective_heartbeat
 
@@ -362,16 +362,23 @@ class Store:
         return cond
 
     def _listing(
-        self, filters: SessionFilters, columns: list[Any], *, live: bool, limit: int | None, offset: int, now: datetime
+        self, filters: SessionFilters, *, live: bool, limit: int | None, offset: int, now: datetime, as_json: bool
     ) -> tuple[sa.Select[Any], sa.Select[Any] | None]:
         """The listing's query and, for a page, its count query (otherwise the rows are counted)."""
         cond = self._where(filters, live=live, now=now)
-        order = sessions.c.start_time.desc() if live else sessions.c.ended_at.desc()
-        query = sa.select(*columns).select_from(SESSION_FROM).where(*cond).order_by(order, sessions.c.session_id)
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
+        order = [(sessions.c.start_time if live else sessions.c.ended_at, True), (sessions.c.session_id, False)]
+        if as_json:
+            query = json_query(
+                self.db.dialect, now, self.stale_after, where=cond, order=order, limit=limit, offset=offset
+            )
+        else:
+            query = (
+                self.select_sessions()
+                .where(*cond)
+                .order_by(*(col.desc() if desc else col for col, desc in order))
+                .limit(limit)
+                .offset(offset or None)
+            )
         if limit is None and not offset:
             return query, None
         return query, sa.select(sa.func.count()).select_from(SESSION_FROM).where(*cond)
@@ -381,7 +388,7 @@ class Store:
     ) -> tuple[list[dict[str, Any]], int]:
         """Sessions matching ``filters`` (live, or ended when ``live`` is false), newest first, and their total."""
         now = self.clock()
-        query, count = self._listing(filters, self.columns, live=live, limit=limit, offset=offset, now=now)
+        query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=False)
 
         def render(rows: Sequence[Any]) -> list[dict[str, Any]]:
             return [self.session_dict(r, now) for r in rows]
@@ -397,8 +404,7 @@ class Store:
     ) -> SessionsJSON:
         """What :meth:`list_sessions` lists, rendered by the database as JSON and streamed in chunks."""
         now = self.clock()
-        columns = json_columns(self.db.dialect, now, self.stale_after)
-        query, count = self._listing(filters, columns, live=live, limit=limit, offset=offset, now=now)
+        query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=True)
         return SessionsJSON(await self.db.stream(query, join_rows, chunk_rows=LIST_CHUNK_ROWS, count=count))
 
     async def render_stream(self, conn: AsyncConnection, query: sa.Select[Any], now: datetime) -> list[dict[str, Any]]:
@@ -426,11 +432,7 @@ class Store:
 
     async def get_session_json(self, session_id: str) -> bytes:
         """:meth:`get_session` rendered by the database as JSON."""
-        query = (
-            sa.select(*json_columns(self.db.dialect, self.clock(), self.stale_after))
-            .select_from(SESSION_FROM)
-            .where(sessions.c.session_id == session_id)
-        )
+        query = json_query(self.db.dialect, self.clock(), self.stale_after, where=[sessions.c.session_id == session_id])
 
         def fn(conn: sa.Connection) -> bytes:
             body, n = join_rows(conn.execute(query).all())

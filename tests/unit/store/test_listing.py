@@ -181,7 +181,9 @@ def _reference(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
-    assert [r["session_id"] for r in got] == [r["session_id"] for r in want]
+    assert [r["session_id"] for r in got] == [r["session_id"] for r in want], [
+        (g["session_id"], w["session_id"]) for g, w in zip(got, want) if g != w
+    ][:3]
     for g, w in zip(got, want, strict=True):
         assert list(g) == list(w), g["session_id"]
         diff = {k: (g[k], w[k]) for k in w if g[k] != w[k] or type(g[k]) is not type(w[k])}
