@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from session_monitor.errors import SessionNotFound
-from session_monitor.store import Database, SessionFilters, Store, repository
+from session_monitor.store import Database, SessionFilters, Store, reads
 from session_monitor.store.models import agents, sessions
 from tests.conftest import DatabaseTarget, FakeClock
 
@@ -206,7 +206,7 @@ async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.
     await _seed(store)
     want, _ = await store.list_sessions(SessionFilters())
     for chunk_rows in (1, 7, len(want), len(want) + 1):
-        monkeypatch.setattr(repository, "LIST_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(reads, "LIST_CHUNK_ROWS", chunk_rows)
         listing = await store.list_sessions_json(SessionFilters())
         body = listing.document({})
         listing.close()
@@ -218,7 +218,7 @@ async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.
 
 async def test_json_pages_and_filters_match(store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     await _seed(store)
-    monkeypatch.setattr(repository, "LIST_CHUNK_ROWS", 5)
+    monkeypatch.setattr(reads, "LIST_CHUNK_ROWS", 5)
     cases = [
         (SessionFilters(state="stale"), {}),
         (SessionFilters(state="running"), {"limit": 9, "offset": 3}),

@@ -36,7 +36,7 @@ from session_monitor.server.routes._common import (
     checked_session_id,
 )
 from session_monitor.store import SessionFilters
-from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
+from session_monitor.store.changes import CURSOR_OVERLAP
 
 router = APIRouter(tags=["sessions"])
 
@@ -89,7 +89,7 @@ async def list_sessions(
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
-    changes = await list_changes(store, changed_since, filters)
+    changes = await store.list_changes(changed_since, filters)
     return JSONBytes(
         {
             "sessions": changes.sessions,
