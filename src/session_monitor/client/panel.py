@@ -20,6 +20,7 @@ as ``browser_lost`` or ``expired`` through the same path as a kill.
 from __future__ import annotations
 
 import asyncio
+import html
 import inspect
 import logging
 import threading
@@ -36,7 +37,7 @@ from tornado.ioloop import IOLoop
 
 from session_monitor.client import threads
 from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
-from session_monitor.client.browser import make_component
+from session_monitor.client.browser import make_component, mark_ended
 from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, expiry, resolve_liveness
 
 if TYPE_CHECKING:
@@ -335,16 +336,27 @@ async def _kill_session(session_id: str, reason: str | None) -> None:
 
 
 def _notify(doc: Document, message: str) -> None:
-    """Tell the user why, in the page, before the socket closes (as text, never HTML)."""
+    """Tell the user why, once, as the socket closes (as text, never HTML), and let the page stay closed.
+
+    Panel's notification area shows its ``disconnect_notification`` ("Server connection lost.") when
+    the websocket closes: this session's area shows ``message`` in its place, so the page gets one
+    notice, with the reason. The page is told not to reconnect (``reconnect=True`` would rebuild the
+    session only for it to be ended again); the browser component then greys the page.
+    """
     try:
         # Bokeh sets curdoc only while a coroutine callback is created, not while it runs: set it for Panel.
         with set_curdoc(doc):
             notifications = pn.state.notifications
-            if notifications is None:
-                return
-            notifications.error(message, duration=0)  # type: ignore[no-untyped-call]
+            if notifications is not None:
+                # Notyf writes the message as HTML: escaped, it shows as the text it is.
+                lost = {"type": "error", "message": html.escape(message)}
+                notifications.js_events = {**notifications.js_events, "connection_lost": lost}
+                area = notifications._documents.get(doc)
+                if area is not None:
+                    area.tags = []  # "prompt" would offer a manual reconnect under the notice
+        mark_ended(doc)
     except Exception:
-        logger.debug("could not show the kill notification", exc_info=True)
+        logger.debug("could not set the session's closing notice", exc_info=True)
 
 
 async def _discard(context: Any, session_id: str, message: str) -> None:
