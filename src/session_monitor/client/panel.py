@@ -351,7 +351,7 @@ def _notify(doc: Document, message: str) -> None:
                 # Notyf writes the message as HTML: escaped, it shows as the text it is.
                 lost = {"type": "error", "message": html.escape(message)}
                 notifications.js_events = {**notifications.js_events, "connection_lost": lost}
-                area = notifications._documents.get(doc)
+                area = getattr(notifications, "_documents", {}).get(doc)  # its model in this document
                 if area is not None:
                     area.tags = []  # "prompt" would offer a manual reconnect under the notice
         mark_ended(doc)
