@@ -181,6 +181,25 @@ CATCH_CONNECTION_LOST = """
 """Keeps Bokeh's last ``connection_lost`` event in the page: its ``reconnect()`` forces a reconnection."""
 
 
+def test_a_killed_template_page_is_greyed_with_its_widgets_disabled(
+    monitor: Monitor, panel_server: Callable[..., PanelServer], context: BrowserContext
+) -> None:
+    setup = str(ROOT / "src" / "session_monitor" / "client" / "setup_hook.py")
+    panel = panel_server("template.py", args=("--setup", setup))
+    page = open_app(context, panel, "template")
+    sid = wait_for_new_session(monitor, "template", set())
+    refresh = page.get_by_role("button", name="Refresh")
+    expect(refresh).to_be_enabled()
+
+    monitor.kill(sid, reason="template test")
+
+    controls = [refresh, page.locator("select").first, page.get_by_role("textbox").first]
+    assert_ended_cleanly(page, "template test", controls)
+    wait_until(lambda: monitor.ended_as(sid) == "killed", timeout_s=SESSION_TIMEOUT_S)
+    page.wait_for_timeout(1000)  # the toast's slide-in (the template keeps an animation running forever)
+    save_screenshot(page, "kill-template.png")
+
+
 def test_reconnecting_page_does_not_revive_a_killed_session(
     monitor: Monitor,
     apps: PanelServer,
