@@ -23,6 +23,7 @@ from typing import Any
 
 import param
 from panel.custom import JSComponent
+from panel.io.state import state
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +129,12 @@ function sessionEnded() {
 
 def mark_ended(doc: Any) -> bool:
     """Tell the page of ``doc`` that its session is over (sent before its websockets close); ``False`` if the
-    page has no browser component."""
-    for root in doc.roots:  # by name among the roots: the component's data model has the same name
-        data = getattr(root, "data", None) if root.name == ROOT_NAME else None
-        if data is not None:
-            data.ended = True
+    page has no browser component. Call it with ``doc`` as Panel's current document."""
+    for root in doc.roots:
+        view = state._views.get(root.ref["id"]) if root.name == ROOT_NAME else None
+        if view is not None and isinstance(view[0], BrowserActivity):
+            # Through the component, not its model: Panel then sends the change as it sends its own.
+            view[0].ended = True
             return True
     return False
 

@@ -354,7 +354,7 @@ def _notify(doc: Document, message: str) -> None:
                 area = getattr(notifications, "_documents", {}).get(doc)  # its model in this document
                 if area is not None:
                     area.tags = []  # "prompt" would offer a manual reconnect under the notice
-        mark_ended(doc)
+            mark_ended(doc)
     except Exception:
         logger.debug("could not set the session's closing notice", exc_info=True)
 
