@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import platform
@@ -173,7 +174,7 @@ class Agent:
         self._dirty.add(session_id)
 
     def end(self, session_id: str, reason: str) -> None:
-        """The session ended: tell the server at the next flush. Unknown or already ended ids are ignored."""
+        """The session ended: tell the server now (the agent wakes). Unknown or already ended ids are ignored."""
         with self.lock:
             record = self._records.pop(session_id, None)
             self._handlers.pop(session_id, None)
@@ -187,6 +188,11 @@ class Agent:
             }
             while len(self._ended) > MAX_PENDING_ENDS:
                 self._ended.popitem(last=False)
+        # Sent now, not at the next flush: a closed tab is listed as ended within a round trip.
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the last sync has taken it
+                loop.call_soon_threadsafe(wake.set)
 
     def was_killed(self, session_id: str) -> bool:
         """Whether a kill for this session id has been received (a reconnect under it must be refused)."""

@@ -6,7 +6,7 @@ served script's globals before ``on_session_destroyed`` runs.
 
 A kill, applied with ``doc.add_next_tick_callback`` on the session's IOLoop:
 every ``on_kill`` callback once (awaited if async; one raising does not stop
-the others), a notification with the reason, each websocket closed with code
+the others), the page's one notice set to the reason, each websocket closed with code
 1001 and the reason, then the session discarded at once through Bokeh's
 application context, so its ``on_session_destroyed`` hooks run now instead of
 15-32 s later.
@@ -290,8 +290,9 @@ async def _run_kill_callbacks(session_id: str, callbacks: list[Any]) -> None:
 def _enable_kill_notice() -> None:
     """Let this session show why it was killed, even if the app did not enable notifications.
 
-    Set while the session is being built, Panel's config applies to this session only; Panel's own
-    ``disconnect_notification`` ("Server connection lost." unless the app changed it) then shows too.
+    Set while the session is being built, Panel's config applies to this session only. Panel's own
+    ``disconnect_notification`` ("Server connection lost." unless the app changed it) shows when the
+    websocket is lost; a kill or an expiry puts its reason in its place (:func:`_notify`).
     """
     try:
         if not pn.config.notifications:
