@@ -286,24 +286,42 @@ def test_background_tabs_live_on_and_a_stopped_browser_is_found(monitor: Monitor
         browser.stop()
 
 
+CLOSE_LOGGED = re.compile(r"WebSocket connection closed: code=(\w+)")
+"""Bokeh's log line for each websocket that closes, with the code of the browser's close frame (``None``: none)."""
+CLOSE_ATTEMPTS = 4
+"""Tabs closed at most until one whose browser sent its close frame (Chromium drops it in a few percent)."""
+
+
 def test_a_closed_tab_ends_its_session_at_once_with_its_callbacks(
     monitor: Monitor, procs2: PanelServer, context: BrowserContext
 ) -> None:
-    page = context.new_page()
-    page.goto(procs2.app_url("tracked"))
-    sid = page_session_id(page)
-    wait_until(lambda: sid in ids_of(monitor, "tracked"), timeout_s=WAIT_S)
+    def closes() -> list[str]:
+        return CLOSE_LOGGED.findall(procs2.log_path.read_text(errors="replace"))
 
-    closed_at = time.monotonic()
-    page.close()
+    for _ in range(CLOSE_ATTEMPTS):
+        page = context.new_page()
+        page.goto(procs2.app_url("tracked"))
+        sid = page_session_id(page)
+        wait_until(lambda sid=sid: sid in ids_of(monitor, "tracked"), timeout_s=WAIT_S)
+        seen = len(closes())
 
-    wait_until(lambda: monitor.ended_as(sid) == "browser_lost", timeout_s=WAIT_S)
-    took_s = time.monotonic() - closed_at
-    assert took_s < GRACE_S, f"ended {took_s:.2f} s after the tab closed: the {GRACE_S} s grace was waited"
+        closed_at = time.monotonic()
+        page.close()
+
+        wait_until(lambda sid=sid: monitor.ended_as(sid) == "browser_lost", timeout_s=WAIT_S)
+        took_s = time.monotonic() - closed_at
+        # Nothing else closes meanwhile: the one new close line is this tab's (both workers log to one file).
+        (code,) = wait_until(lambda seen=seen: closes()[seen:], timeout_s=WAIT_S)
+        if code == "1001":  # Chromium's "going away": ended without the grace
+            assert took_s < GRACE_S, f"ended {took_s:.2f} s after the tab closed: the {GRACE_S} s grace was waited"
+            break
+        # Chromium dropped the socket without its close frame: that close is abnormal, and waits out the grace.
+        assert code == "None", code
+        assert took_s >= GRACE_S, f"a close without a close frame ended after {took_s:.2f} s, before the grace"
+    else:
+        pytest.fail(f"in {CLOSE_ATTEMPTS} tab closes Chromium never sent its close frame: nothing was tested")
     wait_until(lambda: procs2.marker("on_kill", sid).exists(), timeout_s=WAIT_S)  # its on_kill callbacks ran
     wait_until(lambda: procs2.marker("destroyed", sid).exists(), timeout_s=WAIT_S)  # the Panel session is gone
-    # What told it apart: Chromium's own close frame, code 1001 with no reason (Bokeh logs each close).
-    assert "WebSocket connection closed: code=1001, reason=None" in procs2.log_path.read_text(errors="replace")
 
 
 def test_a_killed_browser_ends_its_session_after_the_grace(monitor: Monitor, relayed: CuttableRelay) -> None:
