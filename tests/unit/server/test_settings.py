@@ -176,7 +176,7 @@ def test_bind_check_reads_host_and_insecure_from_the_environment(monkeypatch: py
 
 
 def test_host_allowlist_unless_both_tokens_or_insecure() -> None:
-    assert Settings().host_allowlist == {"localhost", "127.0.0.1", "::1", "[::1]"}
+    assert Settings().host_allowlist == frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
     # One token alone leaves some endpoint open: DNS-rebinding pages must still be kept out.
     assert Settings(admin_token=TOKEN).host_allowlist is not None
     assert Settings(client_token=TOKEN).host_allowlist is not None
