@@ -154,7 +154,11 @@ class ServerProcess:
                 self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         else:
             self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_until(self._healthy, timeout_s=timeout_s)
+        try:
+            wait_until(self._healthy, timeout_s=timeout_s)
+        except BaseException:
+            self.kill()  # never healthy: the caller gets no handle to stop it, so it must not outlive this call
+            raise
         return self
 
     def _healthy(self) -> bool:
