@@ -6,9 +6,7 @@ Every refused request is also checked to have changed nothing: the rows of
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from session_monitor.server import Settings, create_app
+from session_monitor.server import Settings
 from session_monitor.store.models import audit_log, sessions
 from tests.conftest import DatabaseTarget
+from tests.helpers import serving
 
 ADMIN = "admin-secret-7f3a9c1e5b2d"
 CLIENT = "client-secret-4e8b2a6d0c9f"
@@ -30,23 +29,6 @@ WRONG = "wrong-secret-1a2b3c4d5e6f"
 APP = "secure-app"
 
 Snapshot = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
-
-
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings read SESSION_MONITOR_* variables: a token in the developer's shell must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            yield app, client
 
 
 async def snapshot(app: FastAPI) -> Snapshot:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,8 @@ TOKEN = "a-token-of-twenty-chars"
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SESSION_MONITOR_* from the outer environment, and a working directory of our own."""
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
+def _own_working_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A working directory of our own (the root conftest removes SESSION_MONITOR_* variables)."""
     monkeypatch.chdir(tmp_path)
 
 
@@ -180,7 +176,7 @@ def test_bind_check_reads_host_and_insecure_from_the_environment(monkeypatch: py
 
 
 def test_host_allowlist_unless_both_tokens_or_insecure() -> None:
-    assert Settings().host_allowlist == {"localhost", "127.0.0.1", "::1", "[::1]"}
+    assert Settings().host_allowlist == frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
     # One token alone leaves some endpoint open: DNS-rebinding pages must still be kept out.
     assert Settings(admin_token=TOKEN).host_allowlist is not None
     assert Settings(client_token=TOKEN).host_allowlist is not None
