@@ -19,6 +19,7 @@ How a page goes away decides how its session ends:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -100,10 +101,8 @@ class CuttableRelay:
         except OSError:
             pass
         for side in (source, sink):  # one side ended: end the other the same way
-            try:
+            with contextlib.suppress(OSError):
                 side.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut(self) -> int:
         """Drop every connection now (RST after shutdown: no byte more either way); how many pairs."""
@@ -129,7 +128,7 @@ class CuttableRelay:
 def module_panel(
     monitor: Monitor, markers_dir: Path, folder: Path, *apps: str, num_procs: int | None, extra_origin: int | None
 ) -> PanelServer:
-    from conftest import PanelServer  # the class of the fixtures' servers (pytest imports conftest under this name)
+    from conftest import PanelServer  # type: ignore[import-not-found]  # the class of the fixtures' servers (pytest imports conftest under this name)
 
     args: tuple[str, ...] = ("--setup", str(SETUP_SCRIPT))
     if extra_origin is not None:
@@ -137,7 +136,7 @@ def module_panel(
     server = PanelServer(apps, monitor.url, markers_dir, folder / "panel.log", num_procs=num_procs, args=args, env=ENV)
     monitor.wait_ready()
     try:
-        return server.wait_ready()
+        return server.wait_ready()  # type: ignore[no-any-return]  # PanelServer is untyped here (conftest import)
     except BaseException:
         server.stop()
         raise

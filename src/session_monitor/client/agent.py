@@ -196,10 +196,8 @@ class Agent:
                 await self._sync_loop()
             finally:
                 commands.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await commands
-                except asyncio.CancelledError:
-                    pass
 
     async def _sync_loop(self) -> None:
         assert self._wake is not None
@@ -225,10 +223,8 @@ class Agent:
                 else:
                     last_sync = time.monotonic()
                     backoff_s = 0.5
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.flush_delay_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def _sync(self, *, exiting: bool) -> None:

@@ -22,6 +22,7 @@ named in :class:`Watch`; ``client/panel.py`` wires them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -315,10 +316,8 @@ class Watch:
                 except Exception:
                     logger.debug("session %s: closing a dead websocket failed", self.session_id, exc_info=True)
                 continue
-            try:
+            with contextlib.suppress(WebSocketClosedError):
                 socket.ping(PING_PAYLOAD)
-            except WebSocketClosedError:
-                pass
         self._check_gone()
 
     def close(self) -> None:
@@ -328,10 +327,8 @@ class Watch:
         self.closed = True
         self._cancel_grace()
         for name, original in self._unwrap:
-            try:
+            with contextlib.suppress(Exception):
                 setattr(self.session, name, original)
-            except Exception:
-                pass
         self._unwrap.clear()
 
 

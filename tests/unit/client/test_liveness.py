@@ -151,7 +151,7 @@ class BokehLikeHandler(WebSocketHandler):
         self.connection: ServerConnection | None = None
 
     def open(self) -> None:
-        self.connection = ServerConnection(None, self, None, self.session)  # type: ignore[arg-type]
+        self.connection = ServerConnection(None, self, None, self.session)
 
     def on_close(self) -> None:
         if self.connection is not None:
@@ -244,7 +244,7 @@ async def test_other_closes_wait_for_the_grace_then_end_as_browser_lost(watched:
     url, events, _liveness, session = watched
     client = await connected(url, session)
     if how == "no close frame":  # a killed browser, a cut connection: the TCP connection just ends
-        assert client.protocol is not None
+        assert client.protocol is not None and client.protocol.stream is not None
         client.protocol.stream.close()
     elif how == "close 1000":
         client.close(1000)
@@ -258,7 +258,7 @@ async def test_other_closes_wait_for_the_grace_then_end_as_browser_lost(watched:
 async def test_a_websocket_back_within_the_grace_keeps_the_session(watched: Any) -> None:
     url, events, liveness, session = watched
     client = await connected(url, session)
-    assert client.protocol is not None
+    assert client.protocol is not None and client.protocol.stream is not None
     client.protocol.stream.close()
     await eventually(lambda: "disconnected" in events.kinds())
     again = await connected(url, session)  # Panel's reconnect=True: the first attempt is immediate
