@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -22,6 +23,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _machine_names() -> set[str]:
+    """This machine's host names, as a browser on the network would type them."""
+    names = {socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return {name for name in names if name}
 
 
 class Settings(BaseSettings):
@@ -57,7 +68,11 @@ class Settings(BaseSettings):
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
-        description="Extra Host header names to answer (e.g. behind a reverse proxy) unless both tokens are set.",
+        description='Extra Host header names to answer (e.g. behind a reverse proxy); ["*"] answers any.',
+    )
+    open_reads: bool = Field(
+        default=False,
+        description="Leave GET /sessions, /sessions/{id} and /metrics open with tokens set (the prototype's monitor).",
     )
     run_reaper: bool = Field(default=True, description="Run the reaper inside this server process.")
 
@@ -85,16 +100,19 @@ class Settings(BaseSettings):
 
     @property
     def host_allowlist(self) -> frozenset[str] | None:
-        """Host header names this server answers, or ``None`` for any.
+        """Host header names this server answers, or ``None`` for any (only when ``allowed_hosts`` has ``*``).
 
-        Unless both tokens are set (or --insecure), some endpoint is open, so a page on an attacker's
-        domain that resolves to this server (DNS rebinding) must get nothing: only loopback names, the
-        bind address and ``allowed_hosts`` are served.
+        Always on, tokens or not: a page on an attacker's domain that resolves to this server (DNS
+        rebinding) must get nothing, not even a 401 it could probe with. Served: loopback names, the bind
+        address (for a wildcard bind, this machine's names), ``allowed_hosts``, and any IP literal (which
+        cannot be rebound; the guard admits those itself).
         """
-        if self.insecure or (self.admin_token is not None and self.client_token is not None):
+        if "*" in self.allowed_hosts:
             return None
         names = set(LOOPBACK_NAMES) | {h.lower() for h in self.allowed_hosts}
-        if self.host not in ("0.0.0.0", "::", ""):
+        if self.host in ("0.0.0.0", "::", ""):
+            names |= _machine_names()
+        else:
             names.add(self.host.lower())
         return frozenset(names)
 

@@ -24,7 +24,16 @@ from session_monitor.protocol import (
     StatusUpdate,
     _printable,
 )
-from session_monitor.server.deps import AdminDep, ClientDep, EnderDep, HubDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.deps import (
+    AdminDep,
+    ClientDep,
+    EnderDep,
+    HubDep,
+    MetricsDep,
+    ReaderDep,
+    StoreDep,
+    as_actor,
+)
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
@@ -59,6 +68,7 @@ async def create_session(body: SessionCreate, store: StoreDep, metrics: MetricsD
 @router.get("/sessions", response_model=SessionList, summary="List live sessions")
 async def list_sessions(
     store: StoreDep,
+    _: ReaderDep,
     app: AppFilter = None,
     status: Annotated[StateFilter | None, Query(description="Only sessions in this state.")] = None,
     user: UserFilter = None,
@@ -111,7 +121,7 @@ async def cleanup_stale_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
-async def get_session(session_id: SessionId, store: StoreDep) -> JSONBytes:
+async def get_session(session_id: SessionId, store: StoreDep, _: ReaderDep) -> JSONBytes:
     return JSONBytes(await store.get_session(checked_session_id(session_id)))
 
 
