@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     sync_interval_s: float = Field(
         default=defaults.SYNC_INTERVAL_S, gt=0, le=60, description="How often agents sync (they are told)."
     )
+    process_lost_after_s: float = Field(
+        default=defaults.PROCESS_LOST_AFTER_S,
+        gt=0,
+        le=3600,
+        description="End an agent's sessions as process_lost this long after its long-poll dropped without a new "
+        "poll or sync.",
+    )
     max_sync_body_bytes: int = Field(
         default=defaults.MAX_SYNC_BODY_BYTES, ge=1024, description="Body limit of an agent sync."
     )
