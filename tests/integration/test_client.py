@@ -279,7 +279,7 @@ def test_server_down_at_start_then_up(tmp_path, caplog):
     timed = Timed()
     trackers = [SessionClient.get_tracker(app) for app in ("one", "two", "three")]
     timed(trackers[1].set_status, "waiting", "for the monitor")
-    wait_until(lambda: agent._online is False)  # it tried, and failed
+    wait_until(lambda: agent._urls.online is False)  # it tried, and failed
     for tracker in trackers:
         timed.work(tracker, 50)
     open_task = trackers[2].task("long job")

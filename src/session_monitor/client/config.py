@@ -1,12 +1,77 @@
-"""Client configuration: explicit argument > environment variable > default, resolved in one place."""
+"""Client configuration: explicit argument > environment variable > default, resolved in one place.
+
+:func:`env_setting` is how client code (agent, liveness, pool) reads a ``SESSION_MONITOR_*`` variable:
+an explicit argument wins, else the variable (parsed), else the default; a value that does not parse
+raises :class:`~session_monitor.errors.ConfigError` naming the variable.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from session_monitor import defaults
 from session_monitor.errors import ConfigError
+
+T = TypeVar("T")
+
+Source = Literal["argument", "environment", "default"]
+
+
+def env_setting(name: str, default: T, parse: Callable[[str], T], explicit: T | None = None) -> T:
+    """``explicit`` if given, else the environment variable ``name`` parsed with ``parse``, else ``default``.
+
+    ``parse`` raises ``ValueError`` (or :class:`ConfigError`) on bad text; the error is re-raised as a
+    :class:`ConfigError` that names the variable and its value. An empty variable counts as unset.
+    Explicit arguments are the caller's to check (they have their own names).
+    """
+    return env_setting_source(name, default, parse, explicit)[0]
+
+
+def env_setting_source(name: str, default: T, parse: Callable[[str], T], explicit: T | None = None) -> tuple[T, Source]:
+    """:func:`env_setting`, also saying where the value came from (``argument``, ``environment``, ``default``)."""
+    if explicit is not None:
+        return explicit, "argument"
+    raw = os.environ.get(name)
+    if not raw:
+        return default, "default"
+    try:
+        return parse(raw), "environment"
+    except ValueError as exc:
+        message = str(exc)
+        if name not in message:
+            message = f"{name}={raw!r}: {message}"
+        raise ConfigError(message) from None
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number greater than zero (seconds, mostly)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def integer(text: str) -> int:
+    """A whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
 
 
 @dataclass(frozen=True)
@@ -53,34 +118,21 @@ def parse_urls(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(urls))
 
 
-def float_env(name: str, default: float) -> tuple[float, bool]:
-    """A positive number from the environment, or ``default``; and whether the environment gave it."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default, False
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be positive")
-    return value, True
-
-
 def resolve_config(server_url: str | None = None, client_token: str | None = None) -> ClientConfig:
     """Build the configuration: an explicit argument wins over the environment, which wins over the default.
 
     ``server_url`` (or ``SESSION_MONITOR_URL``) may list several replicas, comma-separated.
     """
-    urls = parse_urls(server_url or os.environ.get("SESSION_MONITOR_URL") or defaults.SERVER_URL)
-    token = client_token or os.environ.get("SESSION_MONITOR_CLIENT_TOKEN") or None
-    interval, from_env = float_env("SESSION_MONITOR_SYNC_INTERVAL_S", defaults.SYNC_INTERVAL_S)
-    flush, _ = float_env("SESSION_MONITOR_FLUSH_DELAY_S", defaults.FLUSH_DELAY_S)
+    explicit_urls = parse_urls(server_url) if server_url else None
+    urls = env_setting("SESSION_MONITOR_URL", parse_urls(defaults.SERVER_URL), parse_urls, explicit_urls)
+    token = env_setting("SESSION_MONITOR_CLIENT_TOKEN", None, str, client_token or None)
+    interval, source = env_setting_source("SESSION_MONITOR_SYNC_INTERVAL_S", defaults.SYNC_INTERVAL_S, positive_float)
+    flush = env_setting("SESSION_MONITOR_FLUSH_DELAY_S", defaults.FLUSH_DELAY_S, positive_float)
     return ClientConfig(
         server_url=urls[0],
         fallback_urls=urls[1:],
         client_token=token,
         sync_interval_s=interval,
         flush_delay_s=flush,
-        sync_interval_from_env=from_env,
+        sync_interval_from_env=source == "environment",
     )

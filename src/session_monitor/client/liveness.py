@@ -19,7 +19,6 @@ named in :class:`Watch`; ``client/panel.py`` wires them.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.websocket import WebSocketClosedError
 
-from session_monitor.client.config import float_env
+from session_monitor.client.config import env_setting, positive_float
 from session_monitor.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -111,16 +110,16 @@ def resolve_liveness(
     max_session_age_s: str | None = None,
 ) -> LivenessConfig:
     """Build the liveness settings from arguments, else ``SESSION_MONITOR_*`` variables, else the defaults."""
-    env = os.environ.get
+    idle, max_age = "SESSION_MONITOR_IDLE_TIMEOUT_S", "SESSION_MONITOR_MAX_SESSION_AGE_S"
     return LivenessConfig(
-        disconnect_grace_s=disconnect_grace_s or float_env("SESSION_MONITOR_DISCONNECT_GRACE_S", DISCONNECT_GRACE_S)[0],
-        dead_socket_s=dead_socket_s or float_env("SESSION_MONITOR_DEAD_SOCKET_S", DEAD_SOCKET_S)[0],
-        idle_timeout_s=AppSeconds.parse(
-            "SESSION_MONITOR_IDLE_TIMEOUT_S", idle_timeout_s or env("SESSION_MONITOR_IDLE_TIMEOUT_S")
+        disconnect_grace_s=env_setting(
+            "SESSION_MONITOR_DISCONNECT_GRACE_S", DISCONNECT_GRACE_S, positive_float, disconnect_grace_s or None
         ),
-        max_session_age_s=AppSeconds.parse(
-            "SESSION_MONITOR_MAX_SESSION_AGE_S", max_session_age_s or env("SESSION_MONITOR_MAX_SESSION_AGE_S")
+        dead_socket_s=env_setting(
+            "SESSION_MONITOR_DEAD_SOCKET_S", DEAD_SOCKET_S, positive_float, dead_socket_s or None
         ),
+        idle_timeout_s=AppSeconds.parse(idle, env_setting(idle, None, str, idle_timeout_s or None)),
+        max_session_age_s=AppSeconds.parse(max_age, env_setting(max_age, None, str, max_session_age_s or None)),
     )
 
 

@@ -14,20 +14,26 @@ application context, so its ``on_session_destroyed`` hooks run now instead of
 Liveness (``liveness.py``) follows each session's websockets from the moment the session exists: the
 session is registered with the agent when its first websocket connects (a ``--num-procs`` copy that
 never gets one is never shown), gets the hidden browser component (``browser.py``) then, and is ended
-as ``browser_lost`` or ``expired`` through the same path as a kill.
+as ``browser_lost`` or ``expired`` through the same path as a kill (:func:`_end_on_loop`).
+
+This module never imports the tracker (``tracker.py`` imports it): it keeps its own table of
+:class:`PanelBinding` by session id, sees a tracker through the :class:`Tracked` protocol and calls
+only its public methods; the tracker sees a binding through its ``SessionBinding`` protocol. A kill
+goes agent -> ``tracker.request_kill`` -> ``binding.schedule_kill`` -> :func:`_end_on_loop` (callbacks,
+``tracker.finish``, notice, close, discard).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import weakref
 from collections import OrderedDict
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import panel as pn
 from bokeh.document import Document
@@ -37,10 +43,8 @@ from tornado.ioloop import IOLoop
 from session_monitor.client import threads
 from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
 from session_monitor.client.browser import make_component
+from session_monitor.client.callbacks import await_callbacks
 from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, expiry, resolve_liveness
-
-if TYPE_CHECKING:
-    from session_monitor.client.tracker import SessionClient
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,8 @@ EXPIRED_MESSAGE = "This session has expired"
 
 _docs: weakref.WeakValueDictionary[str, Document] = weakref.WeakValueDictionary()
 _docs_lock = threading.Lock()
+_bindings: dict[str, PanelBinding] = {}
+"""The bound trackers by session id (under ``_docs_lock``); a tracker leaves when it ends."""
 _refused: OrderedDict[str, str] = OrderedDict()
 """Expired session ids and their message: a page reconnecting under one is ended again (like a kill)."""
 _liveness: Liveness | None = None
@@ -84,43 +90,86 @@ def kill_message(reason: str | None) -> str:
     return f"This session was ended by an administrator: {reason}" if reason else DEFAULT_KILL_MESSAGE
 
 
-class PanelBinding:
-    """Ties a tracker to its Panel document: session end and kills go through Panel."""
+class Tracked(Protocol):
+    """What this module uses of a tracker (``SessionClient``), which it never imports: the tracker imports it."""
 
-    def __init__(self, tracker: SessionClient, doc: Document) -> None:
+    session_id: str
+    app_name: str
+    idle_timeout_s: float | None
+    max_session_age_s: float | None
+
+    @property
+    def ended(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def last_interaction_at(self) -> datetime | None: ...
+    def activate(self) -> None: ...
+    def finish(self, reason: str, *, run: bool = True) -> None: ...
+    def request_kill(self, reason: str | None) -> None: ...
+    def take_callbacks(self) -> list[Callable[[], Any]]: ...
+    def report_browser(self, visibility: str | None, interacted: bool) -> None: ...
+    def report_disconnected(self, disconnected: bool) -> None: ...
+
+
+class PanelBinding:
+    """Ties a tracker to its Panel document: ends and kills go through Panel (the tracker's ``SessionBinding``)."""
+
+    def __init__(self, tracker: Tracked) -> None:
         self._tracker = weakref.ref(tracker)
-        self._doc = weakref.ref(doc)
         self.session_id = tracker.session_id
+
+    @property
+    def tracker(self) -> Tracked | None:
+        return self._tracker()
+
+    def start(self) -> None:
+        """Refuse a killed or expired id that reconnects (``reconnect=True``), else follow the session's websockets."""
+        sid, tracker = self.session_id, self._tracker()
+        agent = current_agent()
+        if tracker is not None and agent is not None and agent.was_killed(sid):
+            tracker.request_kill("this session was killed; reconnecting is refused")
+        elif sid in _refused:
+            _schedule_end(sid, "expired", _refused[sid])
+        else:
+            liveness_config()  # a bad setting fails here, in the app, not later on the IOLoop
+            doc = _docs.get(sid)
+            if doc is not None:
+                doc.add_next_tick_callback(partial(_start_watch, sid))
 
     def schedule_kill(self, reason: str | None) -> bool:
         """Queue the kill on the session's IOLoop; ``False`` if the document is gone."""
-        doc = self._doc()
-        if doc is None or doc.session_context is None:
-            return False
-        doc.add_next_tick_callback(partial(_kill_session, self.session_id, reason))  # type: ignore[arg-type]
-        return True
+        return _schedule_end(self.session_id, "killed", kill_message(reason))
+
+    def release(self) -> None:
+        with _docs_lock:
+            if _bindings.get(self.session_id) is self:
+                del _bindings[self.session_id]
 
 
-def bind(tracker: SessionClient) -> PanelBinding | None:
-    """Attach ``tracker`` to its session's document (found from the current thread or remembered)."""
+def bind(tracker: Tracked) -> PanelBinding | None:
+    """Attach ``tracker`` to its session's document (found from the current thread or remembered).
+
+    The tracker then calls :meth:`PanelBinding.start`.
+    """
     doc = _docs.get(tracker.session_id)
     if doc is None:
         return None
     doc.on_session_destroyed(_session_destroyed)
     _enable_kill_notice()
-    binding = PanelBinding(tracker, doc)
-    tracker._binding = binding
-    agent = current_agent()
-    sid = tracker.session_id
-    if agent is not None and agent.was_killed(sid):
-        # A killed session reconnecting under its old id (reconnect=True) is refused again.
-        tracker._kill_requested("this session was killed; reconnecting is refused")
-    elif sid in _refused:
-        doc.add_next_tick_callback(partial(_end_session, sid, "expired", _refused[sid]))  # type: ignore[arg-type]
-    else:
-        liveness_config()  # a bad setting fails here, in the app, not later on the IOLoop
-        doc.add_next_tick_callback(partial(_start_watch, sid))
+    binding = PanelBinding(tracker)
+    with _docs_lock:
+        _bindings[tracker.session_id] = binding
     return binding
+
+
+def _tracked(session_id: str) -> Tracked | None:
+    """The live tracker bound to this session, if any."""
+    with _docs_lock:
+        binding = _bindings.get(session_id)
+    return None if binding is None else binding.tracker
 
 
 def liveness_config() -> LivenessConfig:
@@ -138,7 +187,7 @@ def _get_liveness() -> Liveness:
         _liveness = Liveness(
             liveness_config(),
             IOLoop.current(),
-            end=_schedule_end,
+            end=_end_soon,
             on_disconnect=partial(_set_disconnected, True),
             on_reconnect=partial(_set_disconnected, False),
             cull=_cull,
@@ -153,12 +202,10 @@ def _forget_watch(session_id: str) -> None:
 
 def _start_watch(session_id: str) -> None:
     """On the IOLoop, once Bokeh made the session: follow its websockets."""
-    from session_monitor.client.tracker import SessionClient
-
     doc = _docs.get(session_id)
     context = doc.session_context if doc is not None else None
     session = getattr(context, "_session", None)
-    tracker = SessionClient.for_session(session_id)
+    tracker = _tracked(session_id)
     if session is None or tracker is None or tracker.ended:
         return
     _get_liveness().watch(session_id, session, partial(_first_connect, session_id))
@@ -166,12 +213,10 @@ def _start_watch(session_id: str) -> None:
 
 def _first_connect(session_id: str) -> None:
     """The session's first websocket: the session is real; register it and put the browser component in."""
-    from session_monitor.client.tracker import SessionClient
-
-    tracker = SessionClient.for_session(session_id)
+    tracker = _tracked(session_id)
     if tracker is None:
         return
-    tracker._activate()
+    tracker.activate()
     doc = _docs.get(session_id)
     if doc is not None:
         # Added now, not while the page is built: a root missing from a template's HTML breaks its page.
@@ -190,36 +235,20 @@ def _add_browser_component(session_id: str) -> None:
 
 
 def _browser_report(session_id: str, visibility: str | None, interacted: bool) -> None:
-    from session_monitor.client.tracker import SessionClient
-
-    tracker = SessionClient.for_session(session_id)
-    if tracker is None:
-        return
-    agent, record = tracker._agent, tracker._record
-    with agent.lock:
-        record.visibility = visibility
-        if interacted:
-            record.last_interaction_at = datetime.now(UTC)
-        agent.changed(session_id)
+    tracker = _tracked(session_id)
+    if tracker is not None:
+        tracker.report_browser(visibility, interacted)
 
 
 def _set_disconnected(disconnected: bool, session_id: str) -> None:
-    from session_monitor.client.tracker import SessionClient
-
-    tracker = SessionClient.for_session(session_id)
-    if tracker is None:
-        return
-    agent, record = tracker._agent, tracker._record
-    with agent.lock:
-        record.disconnected_at = datetime.now(UTC) if disconnected else None
-        agent.changed(session_id)
+    tracker = _tracked(session_id)
+    if tracker is not None:
+        tracker.report_disconnected(disconnected)
 
 
 def _cull(watch: Watch, now: datetime) -> str | None:
     """Whether the watched session has expired (idle culling, maximum age), with the message to show."""
-    from session_monitor.client.tracker import SessionClient
-
-    tracker = SessionClient.for_session(watch.session_id)
+    tracker = _tracked(watch.session_id)
     if tracker is None:
         return None
     config = liveness_config()
@@ -231,14 +260,13 @@ def _cull(watch: Watch, now: datetime) -> str | None:
         max_age_s = config.max_session_age_s.for_app(tracker.app_name)
     if not idle_s and not max_age_s:
         return None
-    record = tracker._record
-    running = record.status == "running"
+    running = tracker.status == "running"
     if running:
         watch.busy_at = now
-    activity = [t for t in (record.last_interaction_at, watch.busy_at) if t is not None]
+    activity = [t for t in (tracker.last_interaction_at, watch.busy_at) if t is not None]
     why = expiry(
         now,
-        started_at=record.started_at,
+        started_at=tracker.started_at,
         last_activity_at=max(activity) if activity else None,
         running=running,
         idle_timeout_s=idle_s,
@@ -247,43 +275,44 @@ def _cull(watch: Watch, now: datetime) -> str | None:
     return None if why is None else f"{EXPIRED_MESSAGE}: {why}."
 
 
-def _schedule_end(session_id: str, reason: str, message: str | None) -> None:
+def _end_soon(session_id: str, reason: str, message: str | None) -> None:
+    """Liveness's ``end`` hook: a lost browser or an expired session."""
+    _schedule_end(session_id, reason, message)
+
+
+def _schedule_end(session_id: str, reason: str, message: str | None) -> bool:
+    """Queue :func:`_end_on_loop` on the session's IOLoop; ``False`` if the document is gone."""
     doc = _docs.get(session_id)
     if doc is None or doc.session_context is None:
-        return
+        return False
     if reason == "expired" and message:
         _refused[session_id] = message
         while len(_refused) > MAX_REMEMBERED_KILLS:
             _refused.popitem(last=False)
-    doc.add_next_tick_callback(partial(_end_session, session_id, reason, message))  # type: ignore[arg-type]
+    doc.add_next_tick_callback(partial(_end_on_loop, session_id, reason, message))  # type: ignore[arg-type]
+    return True
 
 
-async def _end_session(session_id: str, reason: str, message: str | None) -> None:
-    """End a session the browser left (``browser_lost``) or that expired: callbacks, notice, close, discard."""
-    from session_monitor.client.tracker import SessionClient
+async def _end_on_loop(session_id: str, reason: str, message: str | None) -> None:
+    """The one way a session is ended on its own IOLoop, with its document locked: killed, browser lost, expired.
 
+    Every ``on_kill`` callback once (awaited in turn), the tracker ended (``killed`` if a kill was requested,
+    whatever ``reason`` says), the notice ``message`` if any, then the websockets closed and the session discarded.
+    """
     _forget_watch(session_id)
-    tracker = SessionClient.for_session(session_id)
+    tracker = _tracked(session_id)
     if tracker is not None:
-        await _run_kill_callbacks(session_id, tracker.take_callbacks())
-        tracker._finish(reason, run=False)
+        await await_callbacks(session_id, tracker.take_callbacks())
+        tracker.finish(reason, run=False)
     doc = _docs.get(session_id)
     context = doc.session_context if doc is not None else None
     if doc is None or context is None:
         return
     if message:
         _notify(doc, message)
+    # Bokeh writes this callback's changes (the notice) only after it returns, still holding the document
+    # lock: closing the sockets here would drop them. Close, then discard, from a callback that waits for it.
     IOLoop.current().add_callback(_discard, context, session_id, message or "session ended")
-
-
-async def _run_kill_callbacks(session_id: str, callbacks: list[Any]) -> None:
-    for callback in callbacks:
-        try:
-            result = callback()
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            logger.exception("session %s: on_kill callback %r failed", session_id, callback)
 
 
 def _enable_kill_notice() -> None:
@@ -302,36 +331,15 @@ def _enable_kill_notice() -> None:
 
 def _session_destroyed(session_context: Any) -> None:
     """Panel destroyed the session (tab closed long ago, or our own kill): end it as ``closed``."""
-    from session_monitor.client.tracker import SessionClient
-
     session_id = str(session_context.id)
     _forget_watch(session_id)
     with _docs_lock:
         _docs.pop(session_id, None)
-    tracker = SessionClient.for_session(session_id)
+    tracker = _tracked(session_id)
     if tracker is not None:
-        tracker._finish("closed")
-
-
-async def _kill_session(session_id: str, reason: str | None) -> None:
-    """On the session's IOLoop, with its document locked: callbacks, notice, close, then discard."""
-    from session_monitor.client.tracker import SessionClient
-
-    _forget_watch(session_id)
-    tracker = SessionClient.for_session(session_id)
-    if tracker is not None:
-        await _run_kill_callbacks(session_id, tracker.take_callbacks())
-    doc = _docs.get(session_id)
-    context = doc.session_context if doc is not None else None
-    if doc is None or context is None:
-        if tracker is not None:
-            tracker._finish("killed", run=False)
-        return
-    message = kill_message(reason)
-    _notify(doc, message)
-    # Bokeh writes this callback's changes (the notice) only after it returns, still holding the document
-    # lock: closing the sockets here would drop them. Close, then discard, from a callback that waits for it.
-    IOLoop.current().add_callback(_discard, context, session_id, message)
+        tracker.finish("closed")
+    with _docs_lock:
+        _bindings.pop(session_id, None)  # a tracker forgotten without ending (tests) leaves no entry behind
 
 
 def _notify(doc: Document, message: str) -> None:
@@ -352,8 +360,6 @@ async def _discard(context: Any, session_id: str, message: str) -> None:
 
     Its ``on_session_destroyed`` hooks run, including ours.
     """
-    from session_monitor.client.tracker import SessionClient
-
     session = getattr(context, "_session", None)
     if session is not None:
         # Waiting for the document lock waits until the kill callback's changes have been sent.
@@ -374,9 +380,6 @@ async def _discard(context: Any, session_id: str, message: str) -> None:
             await app_context._discard_session(session, lambda _: True)
     except Exception:
         logger.exception("session %s: could not be discarded", session_id)
-    tracker = SessionClient.for_session(session_id)
-    if tracker is not None:  # the destroy hooks did not end it (e.g. discard failed)
-        tracker._finish("killed", run=False)
 
 
 def _close_connections(session: Any, message: str) -> None:

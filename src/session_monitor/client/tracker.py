@@ -6,30 +6,24 @@ network, whatever the server does.
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import inspect
 import logging
 import re
 import sys
 import threading
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Protocol
 
 from session_monitor.client import threads
 from session_monitor.client.agent import Agent, SessionRecord, get_agent, on_exit
+from session_monitor.client.callbacks import KillCallback, run_callbacks, run_in_background
 from session_monitor.client.config import resolve_config
 from session_monitor.errors import ConfigError
 from session_monitor.protocol import MAX_APP_NAME, MAX_TASK, MAX_USER_ID, STATUS_PATTERN
 
 logger = logging.getLogger(__name__)
-
-KillCallback = Callable[[], Any]
-"""A no-argument callable, sync or async, run once when the session is killed or ends."""
 
 _STATUS_RE = re.compile(STATUS_PATTERN)
 
@@ -44,53 +38,22 @@ def _text(value: str | None, limit: int) -> str | None:
     return value[:limit]
 
 
-def run_callbacks(session_id: str, callbacks: list[KillCallback]) -> None:
-    """Run each callback once; one raising does not stop the others.
+class SessionBinding(Protocol):
+    """What a tracker needs from the integration that runs its session (``client/panel.py``'s ``PanelBinding``).
 
-    An async callback is awaited on a loop of its own; on a thread whose loop is running (Panel's
-    destroy hooks, an async app calling ``stop()``), where ``asyncio.run`` is refused, as a task of that loop.
+    The integration calls the tracker back through its public methods only: :meth:`SessionClient.activate`,
+    :meth:`~SessionClient.finish`, :meth:`~SessionClient.request_kill`, :meth:`~SessionClient.report_browser`,
+    :meth:`~SessionClient.report_disconnected` and :meth:`~SessionClient.take_callbacks`.
     """
-    for callback in callbacks:
-        try:
-            result = callback()
-            if inspect.isawaitable(result):
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    asyncio.run(_awaited(result))
-                else:
-                    task = loop.create_task(_awaited(result))
-                    _callback_tasks.add(task)
-                    task.add_done_callback(functools.partial(_callback_done, session_id, callback))
-        except Exception:
-            logger.exception("session %s: on_kill callback %r failed", session_id, callback)
 
+    def start(self) -> None:
+        """The tracker holds the binding now: refuse a killed or expired id coming back, else watch the session."""
 
-async def _awaited(awaitable: Any) -> None:
-    await awaitable
+    def schedule_kill(self, reason: str | None) -> bool:
+        """End the session as ``killed`` on its own loop; ``False`` if it has no loop any more."""
 
-
-_callback_tasks: set[asyncio.Task[None]] = set()
-"""Async callbacks running on their caller's loop (the loop keeps only weak references to tasks)."""
-
-
-def _callback_done(session_id: str, callback: KillCallback, task: asyncio.Task[None]) -> None:
-    _callback_tasks.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("session %s: on_kill callback %r failed", session_id, callback, exc_info=task.exception())
-
-
-_callback_runner: ThreadPoolExecutor | None = None
-_runner_lock = threading.Lock()
-
-
-def _run_elsewhere(fn: Callable[[], None]) -> None:
-    """Run ``fn`` on the one shared callback thread (kills outside Panel must not block the agent)."""
-    global _callback_runner
-    with _runner_lock:
-        if _callback_runner is None:
-            _callback_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-monitor-callbacks")
-    _callback_runner.submit(fn)
+    def release(self) -> None:
+        """The tracker ended: the integration forgets it."""
 
 
 class _Task:
@@ -183,9 +146,9 @@ class SessionClient:
         if panel_session:
             from session_monitor.client import panel as panel_hooks
 
-            tracker._binding = panel_hooks.bind(tracker)
+            tracker._attach(panel_hooks.bind(tracker))
         if tracker._binding is None:
-            tracker._activate()  # outside Panel there is no websocket to wait for
+            tracker.activate()  # outside Panel there is no websocket to wait for
         return tracker
 
     def __init__(self, app_name: str, user_id: str | None, *, agent: Agent, session_id: str, key: str) -> None:
@@ -200,7 +163,7 @@ class SessionClient:
         self._ended = False
         self._killed = False
         self.kill_reason: str | None = None
-        self._binding: Any = None
+        self._binding: SessionBinding | None = None
         self._active = False
         self._auto = False
         self._end_reason: str | None = None
@@ -227,13 +190,22 @@ class SessionClient:
                 self.max_session_age_s = max_session_age_s
             self._agent.changed(self.session_id)
 
-    def _activate(self) -> None:
-        """Register the session with the agent (once): for a Panel session, when its first websocket connected."""
+    def _attach(self, binding: SessionBinding | None) -> None:
+        """Hold the integration's binding (``None``: no Panel document for this session), then start it."""
+        if binding is not None:
+            self._binding = binding
+            binding.start()
+
+    def activate(self) -> None:
+        """Register the session with the agent (once): for a Panel session, when its first websocket connected.
+
+        Called by the Panel integration; a tracker outside Panel is active from the start.
+        """
         with self._agent.lock:
-            if self._active or self._ended or self._killed:
+            if self._active or self._closing:
                 return
             self._active = True
-        self._agent.track(self._record, self._kill_requested)
+        self._agent.track(self._record, self.request_kill)
         with self._agent.lock:
             ended, reason = self._ended, self._end_reason
         if ended:  # ended while being registered: make sure the server hears the end too
@@ -270,6 +242,15 @@ class SessionClient:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    @property
+    def started_at(self) -> datetime:
+        return self._record.started_at
+
+    @property
+    def last_interaction_at(self) -> datetime | None:
+        """When the page last reported a user interaction (``None``: never, or no page)."""
+        return self._record.last_interaction_at
 
     def _push_task(self, name: str, token: object) -> None:
         agent, record = self._agent, self._record
@@ -313,7 +294,7 @@ class SessionClient:
 
     def stop(self) -> None:
         """End the session (``closed``): its ``on_kill`` callbacks run, then the server is told."""
-        self._finish("closed")
+        self.finish("closed")
 
     def take_callbacks(self) -> list[KillCallback]:
         """The callbacks not run yet, handed over exactly once."""
@@ -321,8 +302,18 @@ class SessionClient:
             callbacks, self._callbacks = self._callbacks, []
         return callbacks
 
-    def _finish(self, reason: str, *, run: bool = True) -> None:
-        """End once: callbacks (unless already taken), the server told, the tracker forgotten."""
+    @property
+    def _closing(self) -> bool:
+        """Ended, or a kill is on its way: nothing may start or end it any more (a kill wins, see :meth:`finish`)."""
+        return self._ended or self._killed
+
+    def finish(self, reason: str, *, run: bool = True) -> None:
+        """End once with ``reason``: callbacks (``run``, unless already taken), the server told, the tracker forgotten.
+
+        The one place of the rule *a kill wins*: a session a kill was requested for ends as ``killed``, whatever
+        reason ends it afterwards (Panel's destroy hook, a lost browser, process exit). Called by the
+        integration (``closed``, ``browser_lost``, ``expired``, ``killed``) and at process exit.
+        """
         with self._agent.lock:
             if self._ended:
                 return
@@ -334,12 +325,18 @@ class SessionClient:
         with SessionClient._lock:
             if SessionClient._registry.get(self._key) is self:
                 del SessionClient._registry[self._key]
-        self._binding = None
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.release()
 
-    def _kill_requested(self, reason: str | None) -> None:
-        """A kill command arrived (agent thread): hand it to the session's own loop, once."""
+    def request_kill(self, reason: str | None) -> None:
+        """Kill the session (once): on its own loop through the binding, else on the callback thread.
+
+        Called by the agent (on its thread) when a kill command arrives, and by the integration for a killed
+        id that reconnects. Never blocks.
+        """
         with self._agent.lock:
-            if self._killed or self._ended:
+            if self._closing:
                 return
             self._killed = True
         self.kill_reason = reason
@@ -347,7 +344,25 @@ class SessionClient:
         binding = self._binding
         if binding is not None and binding.schedule_kill(reason):
             return
-        _run_elsewhere(lambda: self._finish("killed"))
+        run_in_background(partial(self.finish, "killed"))
+
+    # -- browser state (reported by the integration, on the session's loop) -----------------------
+
+    def report_browser(self, visibility: str | None, interacted: bool) -> None:
+        """The page's visibility (``visible``/``hidden``/``None``), and whether the user interacted just now."""
+        agent, record = self._agent, self._record
+        with agent.lock:
+            record.visibility = visibility
+            if interacted:
+                record.last_interaction_at = datetime.now(UTC)
+            agent.changed(self.session_id)
+
+    def report_disconnected(self, disconnected: bool) -> None:
+        """The session lost its last websocket (``True``), or got one back (``False``)."""
+        agent, record = self._agent, self._record
+        with agent.lock:
+            record.disconnected_at = datetime.now(UTC) if disconnected else None
+            agent.changed(self.session_id)
 
     # -- registry ---------------------------------------------------------------------------------
 
@@ -372,7 +387,7 @@ class SessionClient:
 def _finish_all_at_exit() -> None:
     """Process exit: every live session's callbacks run, then all are ended as ``process_exit`` in one request."""
     for tracker in SessionClient.active():
-        tracker._finish("process_exit")
+        tracker.finish("process_exit")
 
 
 on_exit(_finish_all_at_exit)

@@ -17,7 +17,7 @@ import panel
 import pytest
 
 from session_monitor import ConfigError, __version__, defaults
-from session_monitor.client import agent as agent_module
+from session_monitor.client import sessions as sessions_module
 from session_monitor.client.agent import Agent, SessionRecord, redacted_command
 from session_monitor.client.config import resolve_config
 from session_monitor.protocol import AgentInfo
@@ -135,10 +135,10 @@ def test_ends_are_carried_and_dropped_once_acknowledged(server, make_agent):
     agent.end("gone-2", "process_exit")
     agent.end("never-tracked", "closed")  # ignored
     wait_until(lambda: server.failed_syncs >= failed + 2)
-    assert set(agent._ended) == {"gone-1", "gone-2"}  # kept until the server has them
+    assert set(agent.sessions.ended) == {"gone-1", "gone-2"}  # kept until the server has them
 
     server.down = False
-    wait_until(lambda: not agent._ended)
+    wait_until(lambda: not agent.sessions.ended)
     ends = server.ends_sent()
     assert sorted((e["session_id"], e["reason"]) for e in ends) == [("gone-1", "closed"), ("gone-2", "process_exit")]
     assert agent.session_count == 1
@@ -153,7 +153,7 @@ def test_resync_answer_makes_the_next_sync_full(server, make_agent):
     agent = make_agent()
     for sid in ("a", "b", "c"):
         agent.track(record(sid), ignore_kill)
-    wait_until(lambda: agent.syncs >= 1 and not agent._full)
+    wait_until(lambda: agent.syncs >= 1 and not agent.sessions.full)
 
     server.resync_next = True
     wait_until(lambda: True in server.answered_resync)
@@ -170,7 +170,7 @@ def test_failed_sync_resends_everything_when_the_server_is_back(server, make_age
     a, b = record("a"), record("b")
     agent.track(a, ignore_kill)
     agent.track(b, ignore_kill)
-    wait_until(lambda: agent.syncs >= 1 and not agent._full)
+    wait_until(lambda: agent.syncs >= 1 and not agent.sessions.full)
 
     server.down = True
     failed = server.failed_syncs
@@ -188,8 +188,8 @@ def test_failed_sync_resends_everything_when_the_server_is_back(server, make_age
 
 
 def test_memory_stays_bounded_while_offline(server, make_agent, monkeypatch):
-    monkeypatch.setattr(agent_module, "MAX_PENDING_ENDS", 5)
-    monkeypatch.setattr(agent_module, "MAX_REMEMBERED_KILLS", 5)
+    monkeypatch.setattr(sessions_module, "MAX_PENDING_ENDS", 5)
+    monkeypatch.setattr(sessions_module, "MAX_REMEMBERED_KILLS", 5)
     server.down = True
     agent = make_agent()
     records = [record(f"live-{i}") for i in range(3)]
@@ -199,20 +199,20 @@ def test_memory_stays_bounded_while_offline(server, make_agent, monkeypatch):
 
     for i in range(20_000):
         set_status(agent, records[i % 3], "running", f"task {i}")
-    assert len(agent._records) == 3
-    assert len(agent._dirty) <= 3
-    assert len(agent._handlers) == 3
-    assert not agent._ended
+    assert len(agent.sessions.records) == 3
+    assert len(agent.sessions.dirty) <= 3
+    assert len(agent.sessions.handlers) == 3
+    assert not agent.sessions.ended
 
     for i in range(40):
         agent.track(record(f"short-{i}"), ignore_kill)
         agent.end(f"short-{i}", "closed")
-    assert list(agent._ended) == [f"short-{i}" for i in range(35, 40)]  # the latest ends, no more
-    assert len(agent._records) == 3 and len(agent._handlers) == 3
+    assert list(agent.sessions.ended) == [f"short-{i}" for i in range(35, 40)]  # the latest ends, no more
+    assert len(agent.sessions.records) == 3 and len(agent.sessions.handlers) == 3
 
     for i in range(40):
         agent.remember_kill(f"killed-{i}")
-    assert len(agent._killed) == 5 and agent.was_killed("killed-39") and not agent.was_killed("killed-0")
+    assert len(agent.sessions.killed) == 5 and agent.was_killed("killed-39") and not agent.was_killed("killed-0")
 
     # Once back, the latest state of each live session is what the server gets.
     count = len(server.syncs)
@@ -389,7 +389,7 @@ def test_stop_sends_the_last_changes_and_never_raises(server):
         agent.end(rec.session_id, "closed")
         agent.stop(timeout_s=2.0)
         assert not agent._thread.is_alive()
-        assert not agent._ended  # the end reached the server before stop() returned
+        assert not agent.sessions.ended  # the end reached the server before stop() returned
     assert {(e["session_id"], e["reason"]) for e in server.ends_sent()} == {(f"s-{i}", "closed") for i in range(40)}
 
 
@@ -464,11 +464,12 @@ def test_config_argument_wins_over_environment_over_default(no_env):
         ("SESSION_MONITOR_SYNC_INTERVAL_S", "soon"),
         ("SESSION_MONITOR_SYNC_INTERVAL_S", "0"),
         ("SESSION_MONITOR_FLUSH_DELAY_S", "-1"),
+        ("SESSION_MONITOR_FLUSH_DELAY_S", "nan"),
     ],
 )
 def test_config_refuses_bad_values(no_env, name, value):
     no_env.setenv(name, value)
-    with pytest.raises(ConfigError, match=name if name != "SESSION_MONITOR_URL" else "http"):
+    with pytest.raises(ConfigError, match=name):
         resolve_config()
 
 

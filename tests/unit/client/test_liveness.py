@@ -107,10 +107,10 @@ def test_a_session_that_ends_before_its_first_websocket_never_reaches_the_server
     phantom = unregistered(agent, "phantom")
     ran: list[str] = []
     phantom.on_kill(lambda: ran.append("on_kill"))
-    phantom._finish("closed")
-    phantom._activate()  # too late: nothing is registered
+    phantom.finish("closed")
+    phantom.activate()  # too late: nothing is registered
     real = unregistered(agent, "real")
-    real._activate()
+    real.activate()
     wait_until(lambda: server.sessions_sent("real"), timeout_s=5)
     assert ran == ["on_kill"]
     assert server.sessions_sent("phantom") == []
@@ -119,10 +119,10 @@ def test_a_session_that_ends_before_its_first_websocket_never_reaches_the_server
 
 def test_an_activated_session_that_ends_is_sent_with_its_reason(agent, server) -> None:
     tracker = unregistered(agent, "s1")
-    tracker._activate()
-    tracker._activate()  # once only
+    tracker.activate()
+    tracker.activate()  # once only
     wait_until(lambda: server.sessions_sent("s1"), timeout_s=5)
-    tracker._finish("browser_lost")
+    tracker.finish("browser_lost")
     wait_until(lambda: any(end["session_id"] == "s1" for end in server.ends_sent()), timeout_s=5)
     assert [end["reason"] for end in server.ends_sent() if end["session_id"] == "s1"] == ["browser_lost"]
     assert len(server.sessions_sent("s1")) == 1

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from session_monitor import ConfigError, SessionClient
-from session_monitor.client import agent as agent_module
-from session_monitor.client import threads
+from session_monitor.client import exiting, threads
+from session_monitor.client.callbacks import run_in_background
 from session_monitor.protocol import MAX_TASK
 from tests.helpers import wait_until
 from tests.unit.client import FakeServer
 
-TRACKER_LOGGER = "session_monitor.client.tracker"
+CALLBACKS_LOGGER = "session_monitor.client.callbacks"
 
 
 def last_state(server: FakeServer, session_id: str) -> tuple[str, str | None] | None:
@@ -278,11 +278,11 @@ class Calls:
 
 
 def failures(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == TRACKER_LOGGER and r.levelno >= logging.ERROR]
+    return [r.getMessage() for r in caplog.records if r.name == CALLBACKS_LOGGER and r.levelno >= logging.ERROR]
 
 
 def test_stop_runs_every_callback_once_and_ends_the_session_closed(agent, server, caplog):
-    caplog.set_level(logging.ERROR, logger=TRACKER_LOGGER)
+    caplog.set_level(logging.ERROR, logger=CALLBACKS_LOGGER)
     tracker = SessionClient.get_tracker("app")
     calls = Calls()
     tracker.on_kill(calls.raising("first"))
@@ -296,16 +296,16 @@ def test_stop_runs_every_callback_once_and_ends_the_session_closed(agent, server
     assert tracker.ended
     assert len(failures(caplog)) == 2
     tracker.stop()
-    tracker._finish("process_exit")
+    tracker.finish("process_exit")
     assert len(calls.names) == 5
 
     wait_until(lambda: server.ends_sent())
     assert [(e["session_id"], e["reason"]) for e in server.ends_sent()] == [(tracker.session_id, "closed")]
-    assert tracker.session_id not in agent._handlers and tracker not in SessionClient.active()
+    assert tracker.session_id not in agent.sessions.handlers and tracker not in SessionClient.active()
 
 
 def test_a_kill_runs_every_callback_once_and_ends_the_session_killed(agent, server, caplog):
-    caplog.set_level(logging.ERROR, logger=TRACKER_LOGGER)
+    caplog.set_level(logging.ERROR, logger=CALLBACKS_LOGGER)
     tracker = SessionClient.get_tracker("app")
     bystander = SessionClient.get_tracker("other")
     calls, other_calls = Calls(), Calls()
@@ -352,7 +352,7 @@ def test_on_kill_needs_a_callable(agent):
 
 async def test_stop_on_a_running_event_loop_runs_async_callbacks(agent, caplog):
     # An async app, or Panel's destroy hooks, end a session from a thread whose loop is running.
-    caplog.set_level(logging.ERROR, logger=TRACKER_LOGGER)
+    caplog.set_level(logging.ERROR, logger=CALLBACKS_LOGGER)
     tracker = SessionClient.get_tracker("app")
     calls = Calls()
     tracker.on_kill(calls.sync("sync"))
@@ -379,7 +379,7 @@ def test_process_exit_runs_the_callbacks_then_ends_every_session_in_one_request(
     wait_until(lambda: all(server.sessions_sent(t.session_id) for t in trackers))
     count = len(server.syncs)
 
-    agent_module._at_exit()
+    exiting.run_exit()
     assert calls.names == ["a", "b", "c", "async"]
     assert all(t.ended for t in trackers) and SessionClient.active() == []
     at_exit = server.syncs[count:]
@@ -406,3 +406,22 @@ def test_one_agent_thread_and_one_connection_pool_whatever_the_session_count(age
     assert [t.name for t in threading.enumerate()].count("session-monitor-agent") == 1
     assert agent._client is client
     assert agent.session_count == 201
+
+
+def test_a_kill_wins_over_an_end_reason_that_comes_after_it(agent, server):
+    tracker = SessionClient.get_tracker("app")
+    calls = Calls()
+    tracker.on_kill(calls.sync("cleanup"))
+    wait_until(lambda: server.sessions_sent(tracker.session_id))
+    busy = threading.Event()
+    run_in_background(busy.wait)  # the callback thread is busy: the kill's own end must wait its turn
+
+    tracker.request_kill("maintenance")
+    tracker.request_kill("again")  # once only
+    tracker.stop()  # ends it first, yet as killed
+    busy.set()
+    assert tracker.ended and calls.names == ["cleanup"] and tracker.kill_reason == "maintenance"
+    wait_until(lambda: server.ends_sent())
+    assert [(e["session_id"], e["reason"]) for e in server.ends_sent()] == [(tracker.session_id, "killed")]
+    tracker.activate()  # too late: an ended session is never registered again
+    assert tracker.session_id not in agent.sessions.records
