@@ -86,7 +86,8 @@ def sessions_by_id(url: str, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def live_count(url: str, ids: list[str]) -> int:
-    return sum(1 for s in sessions_by_id(url, ids).values() if s.get("ended_at") is None)
+    """How many of the sessions the server lists live (one it does not know yet is not)."""
+    return sum(1 for s in sessions_by_id(url, ids).values() if "session_id" in s and s["ended_at"] is None)
 
 
 def wait_live(url: str, ids: list[str]) -> None:
