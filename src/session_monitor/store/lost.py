@@ -13,6 +13,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from session_monitor.store.base import end_values
 from session_monitor.store.models import agents, sessions
 from session_monitor.store.repository import Store
 
@@ -61,12 +62,7 @@ async def end_lost_agent(store: Store, agent_id: str, last_seen: datetime) -> Lo
         ended = conn.execute(
             sessions.update()
             .where(c.agent_id == agent_id, c.ended_at.is_(None))
-            .values(
-                ended_at=now,
-                ended_by=ENDED_BY,
-                end_reason=sa.case((c.kill_requested, "killed"), else_=PROCESS_LOST),
-                changed_at=now,
-            )
+            .values(**end_values(PROCESS_LOST, ENDED_BY, now))
         ).rowcount
         conn.execute(agents.update().where(a.agent_id == agent_id).values(exited_at=now))
         return LostAgent(agent_id, row.host, row.pid, int(ended))
