@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import DatabaseTarget
 from tests.helpers import ServerProcess, free_port, wait_until
+from tests.integration.test_replicas import Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +38,8 @@ CHILD = """
 import sys
 from session_monitor import ClientConfig, SessionClient, get_agent
 
-url, count = sys.argv[1], int(sys.argv[2])
-get_agent(ClientConfig(server_url=url, flush_delay_s=0.05))
+urls, count = sys.argv[1].split(","), int(sys.argv[2])
+get_agent(ClientConfig(server_url=urls[0], fallback_urls=tuple(urls[1:]), flush_delay_s=0.05))
 for i in range(count):
     tracker = SessionClient.get_tracker(f"lost-app-{i}", user_id=f"user-{i}")
     tracker.set_status("running", task="crunching")
@@ -120,6 +121,7 @@ class CuttingProxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event
         self._writers: set[asyncio.StreamWriter] = set()
         self._refuse_until = 0.0
         self._ready = threading.Event()
@@ -131,7 +133,7 @@ class CuttingProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
 
     def cut(self, seconds: float) -> None:
@@ -144,15 +146,25 @@ class CuttingProxy:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
-        self._ready.set()
         try:
-            self._loop.run_forever()
+            self._loop.run_until_complete(self._main())
         finally:
-            server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
             self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._ready.set()
+        await self._stop.wait()
+        server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the aborted transports' connection_lost callbacks run: nothing left unclosed
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if time.monotonic() < self._refuse_until:
@@ -249,3 +261,21 @@ def test_a_lost_process_that_comes_back_is_live_again(db_target: DatabaseTarget,
             wait_until(lambda: live_count(server.url, ids) == len(ids), timeout_s=20.0, interval_s=0.2)
             rows = sessions_by_id(server.url, ids).values()
             assert {(s["state"], s["current_task"]) for s in rows} == {("running", "crunching")}
+
+
+def test_an_agent_that_failed_over_to_another_replica_is_left_alone(pg_database: str, tmp_path: Path) -> None:
+    """Replica A sees the agent's long-poll drop and never hears from it again; the agent syncs on replica B.
+
+    A decides from the shared ``agents.last_seen``, which B's syncs move: nothing ends.
+    """
+    cluster = Cluster(pg_database, tmp_path, 2).start()
+    try:
+        first, second = cluster.replicas
+        with CuttingProxy(first.port) as proxy, agent_process(f"{proxy.url},{second.url}") as (_, ids):
+            wait_live(second.url, ids)
+            proxy.cut(3600.0)  # the way to A is gone for good; the agent moves to B
+            time.sleep(LOST_WITHIN_S + 5.0)
+            assert live_count(first.url, ids) == len(ids)
+            assert "process_lost" not in (tmp_path / "replica-0.log").read_text()
+    finally:
+        cluster.stop()
