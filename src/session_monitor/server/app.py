@@ -100,6 +100,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         app.state.store = store
         app.state.agent_store = agent_store = AgentStore(store)
         logger.info("session monitor %s using %s", __version__, db.describe())
+        allowed = settings.host_allowlist
+        logger.info(
+            "answering Host names: %s",
+            "any (SESSION_MONITOR_ALLOWED_HOSTS has *)"
+            if allowed is None
+            else ", ".join(sorted(allowed)) + ", IP literals",
+        )
         stop = asyncio.Event()
         reaper: asyncio.Task[None] | None = None
         coordinator: PgCoordinator | None = None
