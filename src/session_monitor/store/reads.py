@@ -19,9 +19,9 @@ from session_monitor.store.listing import SessionsJSON, join_rows, json_query
 from session_monitor.store.models import audit_log, sessions
 from session_monitor.store.render import SESSION_FROM, effective_heartbeat
 
-LIST_CHUNK_ROWS = 20_000
-"""Rows of a JSON listing fetched and sent at a time: 10,000 go in one answer with one read-thread hop,
-a listing of 100,000 is streamed and never holds them all."""
+LIST_CHUNK_ROWS = 10_000
+"""Rows of a JSON listing fetched and sent at a time: 10,000 go in one answer (one read-thread hop),
+a listing of 100,000 is streamed in ten chunks and never holds them all."""
 
 
 class SessionReads(StoreBase):

@@ -23,6 +23,7 @@ class RowStream(Generic[T]):
     """Chunks of a query's rows, each passed through ``render``; ``first`` and ``total`` are read at once."""
 
     first: T
+    chunk_rows: int
     total: int | None = None
     """The ``count`` query's answer, read in the same transaction as the rows."""
     done: bool = False
@@ -38,6 +39,9 @@ class RowStream(Generic[T]):
         """Release the connection; safe to call at any time, also while a chunk is being read."""
         raise NotImplementedError
 
+    _carry: list[Any]
+    """A row read ahead of its chunk: a chunk of exactly ``chunk_rows`` is known to be the last one at once."""
+
     async def rest(self) -> AsyncIterator[T]:
         """The chunks after ``first``; the stream is closed when this ends, however it ends."""
         try:
@@ -45,6 +49,14 @@ class RowStream(Generic[T]):
                 yield await self.next()
         finally:
             self.close()
+
+
+def _split(carry: list[Any], fetched: Sequence[Any], stream: RowStream[Any]) -> tuple[list[Any], bool]:
+    """The next chunk from what was carried and fetched (one row more than a chunk), and whether it is the last."""
+    rows = [*carry, *fetched]
+    size = stream.chunk_rows
+    stream._carry = rows[size:]
+    return rows[:size], len(rows) <= size
 
 
 class ThreadRowStream(RowStream[T]):
@@ -60,7 +72,7 @@ class ThreadRowStream(RowStream[T]):
         count: sa.Select[Any] | None,
     ) -> None:
         self._engine, self._executor, self._query, self._render = engine, executor, query, render
-        self._chunk_rows, self._count = chunk_rows, count
+        self.chunk_rows, self._count, self._carry = chunk_rows, count, []
         self._lock = threading.Lock()
         self._conn: sa.Connection | None = None
         self._result: sa.CursorResult[Any] | None = None
@@ -79,8 +91,7 @@ class ThreadRowStream(RowStream[T]):
 
     def _fetch(self) -> tuple[T, bool]:
         assert self._result is not None
-        rows = self._result.fetchmany(self._chunk_rows)
-        done = len(rows) < self._chunk_rows
+        rows, done = _split(self._carry, self._result.fetchmany(self.chunk_rows + 1 - len(self._carry)), self)
         if done:
             self._release()
         return self._render(rows), done
@@ -112,7 +123,10 @@ class ThreadRowStream(RowStream[T]):
         self.done = True
         if self._conn is not None:
             # On the read threads, after a chunk still being read (the lock): never blocks the event loop.
-            self._executor.submit(self._close)
+            try:
+                self._executor.submit(self._close)
+            except RuntimeError:  # the executor is shut down: no chunk is being read any more
+                self._release()
 
 
 class AsyncRowStream(RowStream[T]):
@@ -127,7 +141,7 @@ class AsyncRowStream(RowStream[T]):
         count: sa.Select[Any] | None,
     ) -> None:
         self._engine, self._query, self._render = engine, query, render
-        self._chunk_rows, self._count = chunk_rows, count
+        self.chunk_rows, self._count, self._carry = chunk_rows, count, []
         self._conn: AsyncConnection | None = None
         self._result: AsyncResult[Any] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -137,7 +151,7 @@ class AsyncRowStream(RowStream[T]):
         try:
             if self._count is not None:
                 self.total = int((await self._conn.execute(self._count)).scalar_one())
-            self._result = await self._conn.stream(self._query)
+            self._result = await self._conn.stream(self._query.execution_options(yield_per=self.chunk_rows + 1))
             self.first = await self.next()
         except BaseException:
             await self._release()
@@ -146,8 +160,9 @@ class AsyncRowStream(RowStream[T]):
     async def next(self) -> T:
         if self._result is None:
             raise RuntimeError("row stream is closed")
-        rows = await self._result.fetchmany(self._chunk_rows)
-        if len(rows) < self._chunk_rows:
+        fetched = await self._result.fetchmany(self.chunk_rows + 1 - len(self._carry))
+        rows, done = _split(self._carry, fetched, self)
+        if done:
             self.done = True
             await self._release()
         return self._render(rows)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator, AwareDatetime
+from starlette.background import BackgroundTask
 
 from session_monitor import defaults
 from session_monitor.protocol import (
@@ -95,7 +96,8 @@ async def list_sessions(
         body = listing.document({"cursor": cursor})
         if isinstance(body, bytes):
             return Response(body, media_type="application/json")
-        return StreamingResponse(body, media_type="application/json")
+        # The background task frees the read connection even if the client leaves before the body starts.
+        return StreamingResponse(body, media_type="application/json", background=BackgroundTask(listing.close))
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
