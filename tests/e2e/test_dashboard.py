@@ -343,3 +343,39 @@ def test_serve_runs_the_dashboard_beside_the_api_and_stops_it(tmp_path: Path) ->
         serve.wait(timeout=20)
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], "serve must stop the dashboard it started"
+
+
+PROBES = [
+    "/",
+    "/ws",
+    "/autoload.js?bokeh-autoload-element=probe",
+    "/autoload.js",
+    "/metadata",
+    "/static/js/bokeh.min.js",
+]
+"""What an unauthenticated scanner asks for: the page, its websocket, the embedding script and a static file."""
+
+
+@pytest.mark.parametrize("secured", [False, True], ids=["open", "login"])
+def test_unauthenticated_probes_get_an_answer_and_log_no_traceback(
+    secured: bool, request: pytest.FixtureRequest
+) -> None:
+    board: Dashboard = request.getfixturevalue("secured_dashboard" if secured else "dashboard")
+    before = len(board.log_path.read_text(errors="replace"))
+    for path in PROBES:
+        response = httpx.get(f"{board.url}{path}", follow_redirects=False, timeout=10)
+        assert response.status_code < 500, (path, response.status_code)
+        if secured and not path.startswith("/static/"):
+            assert response.status_code in (302, 403), (path, response.status_code)
+            if response.status_code == 302:
+                assert "/login" in response.headers["location"]
+    with httpx.Client(timeout=10) as c:  # a websocket handshake without a login
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+        assert c.get(f"{board.url}/ws", headers=upgrade).status_code in ((403,) if secured else (101, 400, 403))
+
+    def logged() -> str:
+        return board.log_path.read_text(errors="replace")[before:]
+
+    wait_until(lambda: "/ws" in logged(), timeout_s=10)  # Tornado logs each answer as it is sent
+    assert "Traceback" not in logged() and "Uncaught exception" not in logged(), logged()

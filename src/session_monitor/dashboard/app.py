@@ -20,6 +20,7 @@ from typing import Any
 import panel as pn
 
 from session_monitor.dashboard.client import ApiClient, SessionFeed
+from session_monitor.dashboard.handlers import guard_autoload
 from session_monitor.dashboard.plots import PlotsView
 from session_monitor.dashboard.safe import escaped
 from session_monitor.dashboard.sessions_view import SessionsView
@@ -154,6 +155,7 @@ def serve_dashboard(
     auth); the logged-in name is the actor in the audit log.
     """
     pn.extension("tabulator", notifications=True)
+    guard_autoload()
     auth: Any = dict(users) if users else password
     origins = {f"127.0.0.1:{port}", f"localhost:{port}", f"{host}:{port}", *(allowed_origins or [])}
     options: dict[str, Any] = {}
