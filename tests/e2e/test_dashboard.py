@@ -317,6 +317,57 @@ def test_login_is_required_when_a_token_is_set(
     assert watched.dialogs == []
 
 
+def log_in(page: Page, url: str, name: str) -> None:
+    page.goto(url)
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    expect(sessions_table(page)).to_be_visible(timeout=20_000)
+
+
+@pytest.mark.parametrize("name", ["José", "张伟", "مريم الحسيني"])
+def test_an_operator_with_any_name_can_kill_and_is_named_in_the_audit_log(
+    name: str, secured_api: Api, secured_dashboard: Dashboard, watched: Watched
+) -> None:
+    page = watched.page
+    app = unique("unicode-actor")
+    sid = secured_api.register(app)
+    log_in(page, secured_dashboard.url, name)
+    expect(page.get_by_text(f"signed in as {name}")).to_be_visible()
+    search_for(page, app)
+    row_of(page, sid).get_by_text("Kill", exact=True).click(timeout=UPDATE_TIMEOUT_MS)
+    page.get_by_role("button", name="Kill this session").click()
+    expect(page.get_by_text(f"Kill requested for session {sid}").first).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    entry = next(e for e in secured_api.audit() if e["target"] == sid)
+    assert entry["actor"] == name and entry["action"] == "kill"
+    page.get_by_text("Audit", exact=True).first.click()
+    audit = page.locator(".tabulator", has=page.get_by_text("Who", exact=True)).first
+    expect(audit.locator(".tabulator-row", has_text=sid).first).to_contain_text(name, timeout=10_000)
+
+
+def test_an_action_that_fails_because_the_api_is_down_says_so_in_the_page(tmp_path: Path, watched: Watched) -> None:
+    page = watched.page
+    api_run = running_api(tmp_path, None)
+    api = next(api_run)
+    board = Dashboard(api.url, tmp_path / "dashboard.log").wait_ready()
+    try:
+        app = unique("api-down")
+        sid = api.register(app)
+        open_dashboard(page, board.url, search=app)
+        row_of(page, sid).get_by_text("Kill", exact=True).click(timeout=UPDATE_TIMEOUT_MS)
+        api_run.close()  # the API stops between the question and the confirmation
+        page.get_by_role("button", name="Kill this session").click()
+        outcome = page.get_by_text(re.compile(r"Failed: cannot reach the monitor server")).first
+        expect(outcome).to_be_visible(timeout=20_000)
+        toast = page.locator(".notyf__toast--error", has_text="cannot reach the monitor server")
+        expect(toast.first).to_be_visible()
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "dashboard-action-failed.png")
+    finally:
+        board.stop()
+        api_run.close()
+
+
 def test_serve_runs_the_dashboard_beside_the_api_and_stops_it(tmp_path: Path) -> None:
     api_port, dashboard_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_MONITOR_")}

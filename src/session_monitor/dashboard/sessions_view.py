@@ -333,6 +333,9 @@ class SessionsView:
             await action()
         except ApiError as exc:
             self._report(f"Failed: {escaped(exc)}", error=True)
+        except Exception as exc:  # every failure shows in the page, not only in the dashboard's log
+            logger.exception("dashboard action by %s failed", self.actor)
+            self._report(f"Failed: {escaped(type(exc).__name__)}: {escaped(exc)}", error=True)
         self.feed.fetch_soon()  # show the outcome at the next refresh, not a second later
 
     def _report(self, message_html: str, *, error: bool = False) -> None:
