@@ -317,6 +317,50 @@ def test_login_is_required_when_a_token_is_set(
     assert watched.dialogs == []
 
 
+PAGE_GROWTH_CYCLES = 15
+
+
+def test_the_page_does_not_grow_while_it_updates(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    """DOM nodes, listeners and Bokeh models stay put over ``PAGE_GROWTH_CYCLES`` updates of a paginated table.
+
+    Before: each update of a paginated Tabulator kept ~10 detached nodes (its numbered page buttons), and every
+    plots refresh added ~180 models to the page's Bokeh document.
+    """
+    page = watched.page
+    app = unique("growth")
+    ids = [api.register(app, user=f"u{i}") for i in range(120)]  # newest first: page 1 of 3+ is this app's
+    open_dashboard(page, dashboard.url)
+    expect(row_of(page, ids[-1])).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+
+    def sample() -> tuple[float, float, int]:
+        """The smallest of three readings after a garbage collection: a redraw in flight is not growth."""
+        readings = []
+        for _ in range(3):
+            cdp.send("HeapProfiler.collectGarbage")
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            models = page.evaluate("() => Bokeh.documents[0]._all_models.size")
+            readings.append((metrics["Nodes"], metrics["JSEventListeners"], models))
+            page.wait_for_timeout(300)
+        return min(readings)
+
+    def cycle(i: int) -> None:
+        api.set_status(ids[-1 - i % 10], "running" if i % 2 == 0 else "idle", f"step {i}")
+        expect(row_of(page, ids[-1 - i % 10])).to_contain_text(f"step {i}", timeout=UPDATE_TIMEOUT_MS)
+
+    for i in range(3):  # warm up: the first updates create what every later one reuses
+        cycle(i)
+    nodes_before, listeners_before, models_before = sample()
+    for i in range(3, 3 + PAGE_GROWTH_CYCLES):
+        cycle(i)
+    page.wait_for_timeout(16_000)  # one plots refresh (every 15 s) at least
+    nodes_after, listeners_after, models_after = sample()
+    assert models_after == models_before, "a refresh sent the page new Bokeh models instead of new values"
+    assert nodes_after - nodes_before < 40, (nodes_before, nodes_after)
+    assert listeners_after - listeners_before < 20, (listeners_before, listeners_after)
+
+
 def log_in(page: Page, url: str, name: str) -> None:
     page.goto(url)
     page.fill("input[name=username]", name)

@@ -22,6 +22,7 @@ import panel as pn
 from session_monitor.dashboard import model
 from session_monitor.dashboard.client import ApiClient, ApiError, SessionFeed
 from session_monitor.dashboard.safe import escaped, notify
+from session_monitor.dashboard.views import PAGER, page_text
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +105,14 @@ class SessionsView:
                 "state": {"type": "lookup", **model.state_html()},
             },
             header_align="left",
+            configuration=PAGER,
             widths={"state": 140},  # "● disconnected" in bold, unclipped
             sizing_mode="stretch_width",
             name="sessions",
         )
         self.table.on_click(self._on_click, column="kill")
+        self._summary_text = ""
+        self.table.param.watch(lambda _e: self._show_summary(), "page")
 
         self.app_filter = pn.widgets.Select(name="App", options=[ALL], width=180)
         self.user_filter = pn.widgets.Select(name="User", options=[ALL], width=150)
@@ -178,10 +182,15 @@ class SessionsView:
         }
         logger.debug("dashboard cycle %s", self.last_cycle)
         apps = model.app_counts(new.values())
-        self.summary.object = (
+        self._summary_text = (
             f"<b>{len(new):,}</b> live sessions in <b>{len(apps):,}</b> apps · updated "
             f"{now:%H:%M:%S} UTC · API {fetched.seconds * 1000:.0f} ms, {fetched.nbytes / 1024:.0f} KiB"
         )
+        self._show_summary()
+
+    def _show_summary(self) -> None:
+        where = page_text(self.table)
+        self.summary.object = f"{self._summary_text} · {where}" if where else self._summary_text
 
     def apply(self, diff: model.Diff, new: dict[str, tuple[Any, ...]]) -> None:
         """Bring the table to ``new`` by applying ``diff``; nothing is sent when nothing changed."""
