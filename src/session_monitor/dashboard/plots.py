@@ -22,7 +22,7 @@ from bokeh.plotting import figure
 
 from session_monitor.dashboard.client import ApiClient, ApiError
 from session_monitor.dashboard.model import parse_time
-from session_monitor.dashboard.safe import escaped
+from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.protocol import END_REASONS
 
 WINDOWS: dict[str, tuple[float, float]] = {"Last hour": (3600.0, 60.0), "Last day": (86400.0, 900.0)}
@@ -41,6 +41,7 @@ MAX_LABEL = 40
 
 
 def _label(name: str) -> str:
+    name = visible_controls(name)
     return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "…"
 
 

@@ -21,8 +21,8 @@ import panel as pn
 
 from session_monitor.dashboard import model
 from session_monitor.dashboard.client import ApiClient, ApiError, SessionFeed
-from session_monitor.dashboard.safe import escaped, notify
-from session_monitor.dashboard.views import PAGER, page_text
+from session_monitor.dashboard.safe import escaped, from_visible, notify
+from session_monitor.dashboard.views import PAGER, page_text, titled
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +98,18 @@ class SessionsView:
             disabled=True,
             selectable=True,
             hidden_columns=[*HIDDEN, "visibility", "idle"],
-            buttons={"kill": KILL_BUTTON},
             titles=TITLES,
             formatters={
                 **{c: {"type": "plaintext"} for c in model.COLUMNS if c != "state"},
+                **{c: titled() for c in model.TEXT_COLUMNS},
                 "state": {"type": "lookup", **model.state_html()},
+                "kill": {"type": "lookup", model.KILL: KILL_BUTTON},
             },
+            sortable={"kill": False},
             header_align="left",
             configuration=PAGER,
+            layout="fit_data_fill",  # as wide as the page, scrolled sideways when the columns are wider
+            frozen_columns={"kill": "right"},  # Kill stays in view however wide the other columns are
             widths={"state": 140},  # "● disconnected" in bold, unclipped
             sizing_mode="stretch_width",
             name="sessions",
@@ -314,7 +318,7 @@ class SessionsView:
         count = model.app_counts(self.rows.values()).get(app, 0)
 
         async def kill_all() -> None:
-            killed = await self.client.kill_all(app, actor=self.actor)
+            killed = await self.client.kill_all(from_visible(app), actor=self.actor)
             self._report(f"Kill requested for <b>{killed}</b> session(s) of app <b>{escaped(app)}</b>.")
 
         self._ask(
