@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,7 +116,7 @@ class Dashboard:
                 self.proc.wait(timeout=10)
 
 
-def running_api(tmp: Path, token: str | None) -> Iterator[Api]:
+def running_api(tmp: Path, token: str | None) -> Generator[Api, None, None]:
     """An API server in a thread on a fresh SQLite database (with ``token`` as its admin token)."""
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'monitor.sqlite3'}",

@@ -317,6 +317,175 @@ def test_login_is_required_when_a_token_is_set(
     assert watched.dialogs == []
 
 
+def test_long_and_bidi_client_text_is_cut_shown_visibly_and_kill_stays_in_view(
+    api: Api, dashboard: Dashboard, watched: Watched
+) -> None:
+    page = watched.page
+    tag = unique("spoof")
+    long_app = (f"{tag}-" + "very-long-application-name-" * 10)[:200]
+    bidi_app = f"{tag} invoice\u202egnp.exe"  # reads "invoice" + "exe.png" reversed without the marker
+    agent = Api(api.url, api.token)  # an agent of its own: the long host names only these two sessions
+    agent.sync(
+        [
+            {"session_id": f"{tag}-long", "app_name": long_app, "user_id": "u" * 200, "status": "running",
+             "current_task": "t" * 500},
+            {"session_id": f"{tag}-bidi", "app_name": bidi_app, "user_id": "\u2067eve\u2069", "status": "idle"},
+        ],
+        host=f"{tag}-host-" + "h" * 150,
+        command="panel serve " + "x" * 300,
+    )  # fmt: skip
+    open_dashboard(page, dashboard.url, search=tag)
+    table = sessions_table(page)
+    expect(table.locator(".tabulator-row")).to_have_count(2, timeout=UPDATE_TIMEOUT_MS)
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "dashboard-long-and-bidi-sessions.png")
+
+    long_cell = row_of(page, f"{tag}-long").locator('.tabulator-cell[tabulator-field="app"]')
+    assert long_cell.locator("span").get_attribute("title") == long_app, "the whole name on hover"
+    expect(long_cell).to_be_visible()
+    box = long_cell.bounding_box()
+    assert box is not None and box["width"] <= 330, box
+    assert long_cell.evaluate("el => el.scrollWidth > el.clientWidth"), "a long name is cut, not the columns"
+    assert long_cell.evaluate("el => getComputedStyle(el).textOverflow") == "ellipsis"
+    for sid in (f"{tag}-long", f"{tag}-bidi"):
+        kill = row_of(page, sid).get_by_text("Kill", exact=True)
+        expect(kill).to_be_visible()
+        kill_box = kill.bounding_box()
+        assert kill_box is not None and kill_box["x"] + kill_box["width"] <= width, kill_box
+
+    bidi_cell = row_of(page, f"{tag}-bidi").locator('.tabulator-cell[tabulator-field="app"]')
+    assert bidi_cell.inner_text().strip() == f"{tag} invoice⟨U+202E⟩gnp.exe"
+    assert "\u202e" not in bidi_cell.inner_text()
+    user_cell = row_of(page, f"{tag}-bidi").locator('.tabulator-cell[tabulator-field="user"]')
+    assert user_cell.inner_text().strip() == "⟨U+2067⟩eve⟨U+2069⟩"
+
+    # Kill all of the bidi app: the API gets the real name back, and only that app's session is killed.
+    label = f"{tag} invoice⟨U+202E⟩gnp.exe (1)"
+    choice = page.locator("select", has=page.locator("option", has_text=label))
+    choice.select_option(label=label)
+    page.get_by_role("button", name="Kill all…").click()
+    expect(page.get_by_text("Kill all 1 live session(s) of app")).to_contain_text("invoice⟨U+202E⟩gnp.exe")
+    page.get_by_role("button", name="Kill all 1 of this app").click()
+    expect(page.get_by_text("Kill requested for 1 session(s) of app").first).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    assert api.session(f"{tag}-bidi")["kill_requested"] is True
+    assert api.session(f"{tag}-long")["kill_requested"] is False
+    assert next(e for e in api.audit() if e["action"] == "kill_all")["target"] == bidi_app
+
+    page.get_by_text("System status", exact=True).first.click()
+    agents = page.locator(".tabulator", has=page.get_by_text("Command", exact=True)).first
+    agent_row = agents.locator(".tabulator-row", has_text=f"{tag}-host-")
+    expect(agent_row).to_be_visible(timeout=10_000)
+    apps_cell = agent_row.locator('.tabulator-cell[tabulator-field="Apps"]')
+    assert long_app in (apps_cell.locator("span").get_attribute("title") or "")
+    assert "invoice⟨U+202E⟩gnp.exe" in (apps_cell.locator("span").get_attribute("title") or "")
+    for header in ("Host", "Status", "Apps", "Sessions", "Last seen"):
+        column = agents.locator(".tabulator-col", has_text=header).first
+        expect(column).to_be_visible()
+        head_box = column.bounding_box()
+        assert head_box is not None and head_box["x"] + head_box["width"] <= width, (header, head_box)
+    page.screenshot(path=SCREENSHOTS / "dashboard-long-and-bidi-system-status.png")
+
+
+PAGE_GROWTH_CYCLES = 20
+
+
+def test_the_page_does_not_grow_while_it_updates(api: Api, dashboard: Dashboard, watched: Watched) -> None:
+    """DOM nodes, listeners and Bokeh models stay put over ``PAGE_GROWTH_CYCLES`` updates of a paginated table.
+
+    Before: each update of a paginated Tabulator kept ~10 detached nodes (its numbered page buttons), and every
+    plots refresh added ~180 models to the page's Bokeh document.
+    """
+    page = watched.page
+    app = unique("growth")
+    for i in range(120):  # three pages of them
+        api.register(app, user=f"u{i}")
+    open_dashboard(page, dashboard.url, search=app)
+    expect(page.get_by_text("page 1 of 3")).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    shown = sessions_table(page).locator('.tabulator-cell[tabulator-field="session_id"]')
+    ids = [t.strip() for t in shown.all_text_contents()[:10]]  # on the page shown
+    assert len(ids) == 10
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+
+    def sample() -> tuple[float, float, int]:
+        """The smallest of five readings after a garbage collection: a redraw in flight is not growth."""
+        readings = []
+        for _ in range(5):
+            cdp.send("HeapProfiler.collectGarbage")
+            metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+            models = page.evaluate("() => Bokeh.documents[0]._all_models.size")
+            readings.append((metrics["Nodes"], metrics["JSEventListeners"], models))
+            page.wait_for_timeout(500)
+        return min(readings)
+
+    def cycle(i: int) -> None:
+        api.set_status(ids[i % 10], "running", f"step {i}")
+        expect(row_of(page, ids[i % 10])).to_contain_text(f"step {i}", timeout=UPDATE_TIMEOUT_MS)
+
+    for i in range(3):  # warm up: the first updates create what every later one reuses
+        cycle(i)
+    nodes_before, listeners_before, models_before = sample()
+    for i in range(3, 3 + PAGE_GROWTH_CYCLES):
+        cycle(i)
+    page.wait_for_timeout(16_000)  # one plots refresh (every 15 s) at least
+    nodes_after, listeners_after, models_after = sample()
+    assert models_after == models_before, "a refresh sent the page new Bokeh models instead of new values"
+    assert nodes_after - nodes_before < 60, (nodes_before, nodes_after)  # was ~14 a cycle
+    assert listeners_after - listeners_before < 20, (listeners_before, listeners_after)
+
+
+def log_in(page: Page, url: str, name: str) -> None:
+    page.goto(url)
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    expect(sessions_table(page)).to_be_visible(timeout=20_000)
+
+
+@pytest.mark.parametrize("name", ["José", "张伟", "مريم الحسيني"])
+def test_an_operator_with_any_name_can_kill_and_is_named_in_the_audit_log(
+    name: str, secured_api: Api, secured_dashboard: Dashboard, watched: Watched
+) -> None:
+    page = watched.page
+    app = unique("unicode-actor")
+    sid = secured_api.register(app)
+    log_in(page, secured_dashboard.url, name)
+    expect(page.get_by_text(f"signed in as {name}")).to_be_visible()
+    search_for(page, app)
+    row_of(page, sid).get_by_text("Kill", exact=True).click(timeout=UPDATE_TIMEOUT_MS)
+    page.get_by_role("button", name="Kill this session").click()
+    expect(page.get_by_text(f"Kill requested for session {sid}").first).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+    entry = next(e for e in secured_api.audit() if e["target"] == sid)
+    assert entry["actor"] == name and entry["action"] == "kill"
+    page.get_by_text("Audit", exact=True).first.click()
+    audit = page.locator(".tabulator", has=page.get_by_text("Who", exact=True)).first
+    expect(audit.locator(".tabulator-row", has_text=sid).first).to_contain_text(name, timeout=10_000)
+
+
+def test_an_action_that_fails_because_the_api_is_down_says_so_in_the_page(tmp_path: Path, watched: Watched) -> None:
+    page = watched.page
+    api_run = running_api(tmp_path, None)
+    api = next(api_run)
+    board = Dashboard(api.url, tmp_path / "dashboard.log").wait_ready()
+    try:
+        app = unique("api-down")
+        sid = api.register(app)
+        open_dashboard(page, board.url, search=app)
+        row_of(page, sid).get_by_text("Kill", exact=True).click(timeout=UPDATE_TIMEOUT_MS)
+        api_run.close()  # the API stops between the question and the confirmation
+        page.get_by_role("button", name="Kill this session").click()
+        outcome = page.get_by_text(re.compile(r"Failed: cannot reach the monitor server")).first
+        expect(outcome).to_be_visible(timeout=20_000)
+        toast = page.locator(".notyf__toast--error", has_text="cannot reach the monitor server")
+        expect(toast.first).to_be_visible()
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "dashboard-action-failed.png")
+    finally:
+        board.stop()
+        api_run.close()
+
+
 def test_serve_runs_the_dashboard_beside_the_api_and_stops_it(tmp_path: Path) -> None:
     api_port, dashboard_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_MONITOR_")}
@@ -343,3 +512,39 @@ def test_serve_runs_the_dashboard_beside_the_api_and_stops_it(tmp_path: Path) ->
         serve.wait(timeout=20)
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], "serve must stop the dashboard it started"
+
+
+PROBES = [
+    "/",
+    "/ws",
+    "/autoload.js?bokeh-autoload-element=probe",
+    "/autoload.js",
+    "/metadata",
+    "/static/js/bokeh.min.js",
+]
+"""What an unauthenticated scanner asks for: the page, its websocket, the embedding script and a static file."""
+
+
+@pytest.mark.parametrize("secured", [False, True], ids=["open", "login"])
+def test_unauthenticated_probes_get_an_answer_and_log_no_traceback(
+    secured: bool, request: pytest.FixtureRequest
+) -> None:
+    board: Dashboard = request.getfixturevalue("secured_dashboard" if secured else "dashboard")
+    before = len(board.log_path.read_text(errors="replace"))
+    for path in PROBES:
+        response = httpx.get(f"{board.url}{path}", follow_redirects=False, timeout=10)
+        assert response.status_code < 500, (path, response.status_code)
+        if secured and not path.startswith("/static/"):
+            assert response.status_code in (302, 403), (path, response.status_code)
+            if response.status_code == 302:
+                assert "/login" in response.headers["location"]
+    with httpx.Client(timeout=10) as c:  # a websocket handshake without a login
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}  # fmt: skip
+        assert c.get(f"{board.url}/ws", headers=upgrade).status_code in ((403,) if secured else (400,))
+
+    def logged() -> str:
+        return board.log_path.read_text(errors="replace")[before:]
+
+    wait_until(lambda: "/ws" in logged(), timeout_s=10)  # Tornado logs each answer as it is sent
+    assert "Traceback" not in logged() and "Uncaught exception" not in logged(), logged()

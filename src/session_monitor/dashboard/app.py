@@ -20,8 +20,9 @@ from typing import Any
 import panel as pn
 
 from session_monitor.dashboard.client import ApiClient, SessionFeed
+from session_monitor.dashboard.handlers import guard_autoload
 from session_monitor.dashboard.plots import PlotsView
-from session_monitor.dashboard.safe import escaped
+from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.dashboard.sessions_view import SessionsView
 from session_monitor.dashboard.views import (
     AGENT_COLUMNS,
@@ -101,7 +102,9 @@ def create_dashboard(
             sizing_mode="stretch_width",
         )
         who = pn.pane.HTML(
-            f"signed in as <b>{escaped(actor)}</b> · <a href='/logout'>log out</a>" if pn.state.user else "",
+            f"signed in as <b>{escaped(visible_controls(actor))}</b> · <a href='/logout'>log out</a>"
+            if pn.state.user
+            else "",
             align="end",
         )
         header = pn.Row(pn.pane.HTML(f"<h2 style='margin:4px 0'>{TITLE}</h2>"), pn.Spacer(), who)
@@ -154,6 +157,7 @@ def serve_dashboard(
     auth); the logged-in name is the actor in the audit log.
     """
     pn.extension("tabulator", notifications=True)
+    guard_autoload()
     auth: Any = dict(users) if users else password
     origins = {f"127.0.0.1:{port}", f"localhost:{port}", f"{host}:{port}", *(allowed_origins or [])}
     options: dict[str, Any] = {}

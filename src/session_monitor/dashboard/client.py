@@ -23,7 +23,23 @@ from session_monitor.errors import AuthError, RequestFailed, ServerUnavailable
 logger = logging.getLogger(__name__)
 
 ACTOR_HEADER = "X-Session-Monitor-Actor"
-"""Names the logged-in operator in the server's audit log."""
+"""Names the logged-in operator in the server's audit log (see :func:`encode_actor` for how)."""
+
+_EXT_PREFIX = "UTF-8''"
+_ATTR_CHARS = "!#$&+-.^_`|~"
+"""RFC 8187 ``attr-char`` besides letters and digits: left as they are in an ext-value."""
+
+
+def encode_actor(name: str) -> str:
+    """``name`` as an :data:`ACTOR_HEADER` value: HTTP header values are ASCII, operators' names need not be.
+
+    Printable ASCII goes out unchanged (what API users have always sent). Anything else (``José``, ``张伟``, a
+    right-to-left name) goes out as an RFC 8187 ext-value, ``UTF-8''`` and the percent-encoded UTF-8 bytes,
+    which the server decodes; so does a name that itself starts with ``UTF-8''``.
+    """
+    plain = name.isascii() and name.isprintable() and name[: len(_EXT_PREFIX)].upper() != _EXT_PREFIX
+    return name if plain else _EXT_PREFIX + quote(name, safe=_ATTR_CHARS)
+
 
 TIMEOUT_S = 10.0
 """Longest the dashboard waits for one API answer."""
@@ -75,7 +91,7 @@ class ApiClient:
         await self._http.aclose()
 
     async def request(self, method: str, path: str, *, actor: str | None = None, **kwargs: Any) -> Fetched:
-        headers = {ACTOR_HEADER: actor} if actor else None
+        headers = {ACTOR_HEADER: encode_actor(actor)} if actor else None
         started = time.perf_counter()
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)

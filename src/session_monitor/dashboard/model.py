@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from session_monitor.dashboard.safe import visible_controls
+
 COLUMNS: tuple[str, ...] = (
     "session_id", "app", "user", "host", "state", "task", "task_for", "started", "duration", "last_seen",
-    "visibility", "idle", "start_key", "task_key", "seen_key",
+    "visibility", "idle", "start_key", "task_key", "seen_key", "kill",
 )  # fmt: skip
-"""Columns of the sessions table, in order; ``session_id`` and the ``*_key`` columns are hidden."""
+"""Columns of the sessions table, in order; ``session_id`` and the ``*_key`` columns are hidden. ``kill`` is the
+Kill "button" (a data column, so it can be frozen at the right edge; Tabulator's button columns cannot)."""
+
+KILL = "Kill"
 
 TEXT_COLUMNS: tuple[str, ...] = ("app", "user", "host", "task", "visibility")
 """Columns holding text that clients chose (shown through Tabulator's escaping plaintext formatter)."""
@@ -101,8 +106,9 @@ def fmt_time(value: datetime | None) -> str:
 
 
 def text(value: Any) -> str:
-    """Client text as a plain string (escaping happens where it is displayed)."""
-    return "" if value is None else str(value)
+    """Client text as shown: a plain string with its bidi controls made visible (escaping happens where it is
+    displayed). :func:`~session_monitor.dashboard.safe.from_visible` gives back the original."""
+    return "" if value is None else visible_controls(str(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +184,7 @@ def _row(p: _Parsed, now_ts: float, agent_seen_ts: Mapping[str, float]) -> tuple
         p.start_ts if p.start_ts is not None else 0.0,
         p.task_ts if p.task_ts is not None else math.nan,
         seen_key,
+        KILL,
     )
 
 

@@ -2,6 +2,9 @@
 # Panel's widgets and panes are untyped (param-based); their constructors and methods are called throughout.
 """Plots: live sessions per app over the last hour and day, sessions ended by reason, running task durations.
 
+Each figure is made once per page and then only its data changes (a ``ColumnDataSource`` update, and the bar
+charts' factors): a figure rebuilt on every refresh would leave all its old models in the browser's Bokeh
+document, which never lets go of a model it was sent (an open page grew ~180 models a minute that way).
 Bokeh draws legend labels and axis factors on a canvas, as text; no plot has an HTML tooltip.
 """
 
@@ -13,15 +16,13 @@ from datetime import datetime
 from typing import Any
 
 import panel as pn
-from bokeh.core.validation import silence
-from bokeh.core.validation.warnings import MISSING_RENDERERS
-from bokeh.models import ColumnDataSource, FactorRange, Legend  # type: ignore[attr-defined]
+from bokeh.models import ColumnDataSource, FactorRange
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
 from session_monitor.dashboard.client import ApiClient
 from session_monitor.dashboard.model import parse_time
-from session_monitor.dashboard.safe import escaped
+from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.errors import RequestFailed
 from session_monitor.protocol import END_REASONS
 
@@ -41,26 +42,40 @@ MAX_LABEL = 40
 
 
 def _label(name: str) -> str:
+    name = visible_controls(name)
     return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "…"
 
 
-# A timeline with no app yet has no glyph: expected, not worth a warning on every page load.
-silence(MISSING_RENDERERS, True)
-
-
-def timeline_figure(data: Mapping[str, Any], title: str) -> figure:
-    times = [t for t in (parse_time(v) for v in data.get("times", [])) if t is not None]
-    fig = figure(title=title, x_axis_type="datetime", height=300, sizing_mode="stretch_width", toolbar_location=None)
-    fig.yaxis.axis_label = "live sessions"
-    legend_items = []
+def timeline_data(data: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """One stepped line per app (``xs`` in epoch milliseconds), for a ``multi_line`` with a legend by ``app``."""
+    times_ms = [t.timestamp() * 1000 for t in (parse_time(v) for v in data.get("times", [])) if t is not None]
+    out: dict[str, list[Any]] = {"xs": [], "ys": [], "app": [], "color": []}
     apps: Mapping[str, list[int]] = data.get("apps", {})
     for i, (app, counts) in enumerate(apps.items()):
-        colour = Category10[10][i % 10]
-        renderer = fig.step(x=times, y=counts, line_width=2, color=colour, mode="after")
-        legend_items.append((_label(app), [renderer]))
-    if legend_items:
-        fig.add_layout(Legend(items=legend_items, location="top_left", click_policy="hide"), "right")
-    return fig
+        xs: list[float] = []
+        ys: list[int] = []
+        for j, (t, c) in enumerate(zip(times_ms, counts, strict=False)):
+            if j:  # a step: the count holds until the next time
+                xs.append(t)
+                ys.append(ys[-1])
+            xs.append(t)
+            ys.append(c)
+        out["xs"].append(xs)
+        out["ys"].append(ys)
+        out["app"].append(_label(str(app)))
+        out["color"].append(Category10[10][i % 10])
+    return out
+
+
+def timeline_figure(title: str) -> tuple[figure, ColumnDataSource]:
+    source = ColumnDataSource(timeline_data({}))
+    fig = figure(title=title, x_axis_type="datetime", height=300, sizing_mode="stretch_width", toolbar_location=None)
+    fig.yaxis.axis_label = "live sessions"
+    fig.multi_line(xs="xs", ys="ys", color="color", line_width=2, source=source, legend_field="app")
+    legend = fig.legend[0]
+    legend.location = "top_left"
+    fig.add_layout(legend, "right")
+    return fig, source
 
 
 def task_histogram(task_seconds: Iterable[float]) -> dict[str, int]:
@@ -74,11 +89,15 @@ def task_histogram(task_seconds: Iterable[float]) -> dict[str, int]:
     return counts
 
 
-def bar_figure(counts: Mapping[str, int], title: str, y_label: str) -> figure:
-    factors = list(counts)
-    source = ColumnDataSource({"x": factors, "y": [counts[f] for f in factors]})
+def bar_data(counts: Mapping[str, int]) -> dict[str, list[Any]]:
+    return {"x": list(counts), "y": list(counts.values())}
+
+
+def bar_figure(counts: Mapping[str, int], title: str, y_label: str) -> tuple[figure, ColumnDataSource, FactorRange]:
+    source = ColumnDataSource(bar_data(counts))
+    factors = FactorRange(factors=list(counts))
     fig = figure(
-        x_range=FactorRange(factors=factors),
+        x_range=factors,
         title=title,
         height=300,
         sizing_mode="stretch_width",
@@ -87,7 +106,7 @@ def bar_figure(counts: Mapping[str, int], title: str, y_label: str) -> figure:
     fig.vbar(x="x", top="y", width=0.8, source=source, color="#4c72b0")
     fig.yaxis.axis_label = y_label
     fig.y_range.start = 0  # type: ignore[attr-defined]
-    return fig
+    return fig, source, factors
 
 
 class PlotsView:
@@ -96,16 +115,19 @@ class PlotsView:
     def __init__(self, client: ApiClient) -> None:
         self.client = client
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.hour = pn.pane.Bokeh(timeline_figure({}, "Live sessions per app, last hour"), sizing_mode="stretch_width")
-        self.day = pn.pane.Bokeh(timeline_figure({}, "Live sessions per app, last day"), sizing_mode="stretch_width")
-        self.ended = pn.pane.Bokeh(
-            bar_figure(dict.fromkeys(END_REASONS, 0), "Sessions ended by reason, last day", "sessions"),
-            sizing_mode="stretch_width",
+        hour, self._hour = timeline_figure("Live sessions per app, last hour")
+        day, self._day = timeline_figure("Live sessions per app, last day")
+        ended, self._ended, ended_range = bar_figure(
+            dict.fromkeys(END_REASONS, 0), "Sessions ended by reason, last day", "sessions"
         )
-        self.tasks = pn.pane.Bokeh(
-            bar_figure(task_histogram([]), "Running tasks by how long they have run", "tasks"),
-            sizing_mode="stretch_width",
+        tasks, self._tasks, tasks_range = bar_figure(
+            task_histogram([]), "Running tasks by how long they have run", "tasks"
         )
+        self._ranges = {"ended": ended_range, "tasks": tasks_range}
+        self.hour = pn.pane.Bokeh(hour, sizing_mode="stretch_width")
+        self.day = pn.pane.Bokeh(day, sizing_mode="stretch_width")
+        self.ended = pn.pane.Bokeh(ended, sizing_mode="stretch_width")
+        self.tasks = pn.pane.Bokeh(tasks, sizing_mode="stretch_width")
         self._last: dict[str, Any] = {}
 
     def panel(self) -> pn.viewable.Viewable:
@@ -130,13 +152,17 @@ class PlotsView:
         tasks = task_histogram(
             float(s["task_seconds"]) for s in sessions or [] if isinstance(s.get("task_seconds"), int | float)
         )
-        for key, pane, make in (
-            ("hour", self.hour, lambda: timeline_figure(hour, "Live sessions per app, last hour")),
-            ("day", self.day, lambda: timeline_figure(day, "Live sessions per app, last day")),
-            ("ended", self.ended, lambda: bar_figure(reasons, "Sessions ended by reason, last day", "sessions")),
-            ("tasks", self.tasks, lambda: bar_figure(tasks, "Running tasks by how long they have run", "tasks")),
+        for key, source, value, make in (
+            ("hour", self._hour, hour, timeline_data),
+            ("day", self._day, day, timeline_data),
+            ("ended", self._ended, reasons, bar_data),
+            ("tasks", self._tasks, tasks, bar_data),
         ):
-            value = {"hour": hour, "day": day, "ended": reasons, "tasks": tasks}[key]
-            if self._last.get(key) != value:
-                self._last[key] = value
-                pane.object = make()
+            if self._last.get(key) == value:
+                continue
+            self._last[key] = value
+            source.data = make(value)
+            if key in self._ranges:
+                factors = list(value)
+                if list(self._ranges[key].factors) != factors:
+                    self._ranges[key].factors = factors

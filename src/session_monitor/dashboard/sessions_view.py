@@ -21,7 +21,8 @@ import panel as pn
 
 from session_monitor.dashboard import model
 from session_monitor.dashboard.client import ApiClient, SessionFeed
-from session_monitor.dashboard.safe import escaped, notify
+from session_monitor.dashboard.safe import escaped, from_visible, notify
+from session_monitor.dashboard.views import PAGER, page_text, titled
 from session_monitor.errors import RequestFailed
 
 logger = logging.getLogger(__name__)
@@ -98,18 +99,25 @@ class SessionsView:
             disabled=True,
             selectable=True,
             hidden_columns=[*HIDDEN, "visibility", "idle"],
-            buttons={"kill": KILL_BUTTON},
             titles=TITLES,
             formatters={
                 **{c: {"type": "plaintext"} for c in model.COLUMNS if c != "state"},
+                **{c: titled() for c in model.TEXT_COLUMNS},
                 "state": {"type": "lookup", **model.state_html()},
+                "kill": {"type": "lookup", model.KILL: KILL_BUTTON},
             },
+            sortable={"kill": False},
             header_align="left",
+            configuration=PAGER,
+            layout="fit_data_fill",  # as wide as the page, scrolled sideways when the columns are wider
+            frozen_columns={"kill": "right"},  # Kill stays in view however wide the other columns are
             widths={"state": 140},  # "● disconnected" in bold, unclipped
             sizing_mode="stretch_width",
             name="sessions",
         )
         self.table.on_click(self._on_click, column="kill")
+        self._summary_text = ""
+        self.table.param.watch(lambda _e: self._show_summary(), "page")
 
         self.app_filter = pn.widgets.Select(name="App", options=[ALL], width=180)
         self.user_filter = pn.widgets.Select(name="User", options=[ALL], width=150)
@@ -179,10 +187,15 @@ class SessionsView:
         }
         logger.debug("dashboard cycle %s", self.last_cycle)
         apps = model.app_counts(new.values())
-        self.summary.object = (
+        self._summary_text = (
             f"<b>{len(new):,}</b> live sessions in <b>{len(apps):,}</b> apps · updated "
             f"{now:%H:%M:%S} UTC · API {fetched.seconds * 1000:.0f} ms, {fetched.nbytes / 1024:.0f} KiB"
         )
+        self._show_summary()
+
+    def _show_summary(self) -> None:
+        where = page_text(self.table)
+        self.summary.object = f"{self._summary_text} · {where}" if where else self._summary_text
 
     def apply(self, diff: model.Diff, new: dict[str, tuple[Any, ...]]) -> None:
         """Bring the table to ``new`` by applying ``diff``; nothing is sent when nothing changed."""
@@ -306,7 +319,7 @@ class SessionsView:
         count = model.app_counts(self.rows.values()).get(app, 0)
 
         async def kill_all() -> None:
-            killed = await self.client.kill_all(app, actor=self.actor)
+            killed = await self.client.kill_all(from_visible(app), actor=self.actor)
             self._report(f"Kill requested for <b>{killed}</b> session(s) of app <b>{escaped(app)}</b>.")
 
         self._ask(
@@ -334,6 +347,9 @@ class SessionsView:
             await action()
         except RequestFailed as exc:
             self._report(f"Failed: {escaped(exc)}", error=True)
+        except Exception as exc:  # every failure shows in the page, not only in the dashboard's log
+            logger.exception("dashboard action by %s failed", self.actor)
+            self._report(f"Failed: {escaped(type(exc).__name__)}: {escaped(exc)}", error=True)
         self.feed.fetch_soon()  # show the outcome at the next refresh, not a second later
 
     def _report(self, message_html: str, *, error: bool = False) -> None:

@@ -3,7 +3,7 @@
 """System status (``GET /agents``), history (``GET /history``) and audit (``GET /audit``) tabs.
 
 Each is a read-only Tabulator of display text, refreshed every few seconds and re-sent only when its rows
-changed. Every column uses the escaping ``plaintext`` formatter.
+changed. Every column uses the escaping :func:`titled` formatter (long text cut, all of it on hover).
 """
 
 from __future__ import annotations
@@ -15,12 +15,40 @@ from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
+from bokeh.models.widgets.tables import HTMLTemplateFormatter
 
 from session_monitor.dashboard.model import fmt_duration, fmt_time, parse_time, seen_band, text
-from session_monitor.dashboard.safe import escaped
+from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.errors import RequestFailed
 
 Row = tuple[str, ...]
+
+MAX_COLUMN_PX = 320
+"""No column grows wider than this: a 200-character app name is cut with an ellipsis, not the other columns."""
+
+PAGER: dict[str, Any] = {"paginationButtonCount": 0, "columnDefaults": {"maxWidth": MAX_COLUMN_PX}}
+"""Tabulator configuration of every paginated table: First/Prev/Next/Last without numbered page buttons.
+
+Tabulator (6.4) redraws its numbered buttons on every data update and registers a language binding for each
+new one that is never released (``Localize.langBind``), so an open page kept ~10 detached DOM nodes per update
+(thousands a minute on the sessions tab). Its page counter leaks the same way, so :func:`page_text` says where
+the operator is instead.
+"""
+
+
+def titled() -> HTMLTemplateFormatter:
+    """A cell formatter for client text: the text, cut with an ellipsis when long, and all of it on hover.
+
+    ``<%- %>`` is the template's HTML-escaping interpolation (Underscore's ``_.escape``: ``& < > " ' ```), so the
+    text is text in the cell and in its ``title``. One per table: a Bokeh model lives in one document.
+    """
+    return HTMLTemplateFormatter(template='<span title="<%- value %>"><%- value %></span>')
+
+
+def page_text(table: pn.widgets.Tabulator) -> str:
+    """``page 3 of 100`` for a paginated table (``""`` when it fits on one page)."""
+    last = int(table.param.page.bounds[1] or 1) if table.param.page.bounds else 1
+    return f"page {table.page:,} of {last:,}" if last > 1 else ""
 
 
 def _mib(value: Any) -> str:
@@ -79,7 +107,7 @@ def audit_row(e: Mapping[str, Any], _now: datetime) -> Row:
         text(e.get("actor")),
         text(e.get("action")),
         text(e.get("target")),
-        json.dumps(detail, ensure_ascii=False, sort_keys=True) if detail else "",
+        visible_controls(json.dumps(detail, ensure_ascii=False, sort_keys=True)) if detail else "",
         text(e.get("remote_addr")),
     )
 
@@ -109,7 +137,9 @@ class RecordsView:
             page_size=25,
             show_index=False,
             disabled=True,
-            formatters={c: {"type": "plaintext"} for c in self.columns},
+            formatters={c: titled() for c in self.columns},
+            configuration=PAGER,
+            layout="fit_data_fill",  # as wide as the page, scrolled sideways when the columns are wider
             header_align="left",
             sizing_mode="stretch_width",
             name=title,
@@ -117,6 +147,8 @@ class RecordsView:
         if stale_column:
             self.table.style.apply(_mark_stale, subset=[stale_column])  # type: ignore[union-attr]
         self.title = title
+        self.table.param.watch(lambda _e: self._show_status(), "page")
+        self._status_text = ""
 
     def panel(self) -> pn.viewable.Viewable:
         return pn.Column(self.status, self.table, name=self.title, sizing_mode="stretch_width")
@@ -129,10 +161,15 @@ class RecordsView:
             return
         now = datetime.now(UTC)
         rows = [self.to_row(r, now) for r in records]
-        self.status.object = f"{len(rows):,} row(s) · updated {now:%H:%M:%S} UTC"
+        self._status_text = f"{len(rows):,} row(s) · updated {now:%H:%M:%S} UTC"
         if rows != self.rows:
             self.rows = rows
             self.table.value = pd.DataFrame.from_records(rows, columns=self.columns)
+        self._show_status()
+
+    def _show_status(self) -> None:
+        where = page_text(self.table)
+        self.status.object = escaped(f"{self._status_text} · {where}" if where else self._status_text)
 
 
 def _mark_stale(col: pd.Series) -> list[str]:

@@ -7,6 +7,7 @@ dependency in its thread pool, a thread hop per dependency on every request.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import Depends, HTTPException, Request
 
@@ -21,6 +22,22 @@ from session_monitor.store.repository import Actor
 from session_monitor.text import printable
 
 ACTOR_HEADER = "x-session-monitor-actor"
+_EXT_PREFIX = "utf-8''"
+
+
+def decode_actor(value: str) -> str:
+    """The operator's name from an ``X-Session-Monitor-Actor`` value: plain text, or an RFC 8187 ext-value.
+
+    ``UTF-8''Jos%C3%A9`` (charset case-insensitive) is percent-decoded as UTF-8 (what the dashboard sends for a
+    name that is not plain ASCII); any other value is the name as it is. Raises ``ValueError`` when the bytes
+    are not UTF-8.
+    """
+    if value[: len(_EXT_PREFIX)].lower() != _EXT_PREFIX:
+        return value
+    try:
+        return unquote(value[len(_EXT_PREFIX) :], encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError("its UTF-8'' value is not percent-encoded UTF-8") from None
 
 
 async def get_store(request: Request) -> Store:
@@ -53,7 +70,7 @@ def _principal(request: Request, settings: Settings) -> Principal:
     claimed = request.headers.get(ACTOR_HEADER)
     if claimed is not None:
         try:
-            claimed = printable(claimed.strip())[:MAX_ACTOR] or None
+            claimed = printable(decode_actor(claimed.strip()).strip())[:MAX_ACTOR] or None
         except ValueError as exc:
             raise HTTPException(400, f"invalid {ACTOR_HEADER} header: {exc}") from None
     remote = client_addr(request.scope)

@@ -150,3 +150,31 @@ def test_a_page_nobody_touched_is_idle_since_it_opened() -> None:
     row = model.session_row(api_session(visibility="visible"), NOW)
     assert cell(row, "idle") == "5m"
     assert cell(model.session_row(api_session(), NOW), "idle") == ""  # no page report: unknown
+
+
+def test_bidi_and_invisible_controls_are_shown_and_the_original_comes_back() -> None:
+    from session_monitor.dashboard.safe import from_visible, visible_controls
+
+    cases = {
+        "admin\u202etxt.exe": "admin⟨U+202E⟩txt.exe",
+        "a\u2066b\u2069\u200e\u200f\u061c": "a⟨U+2066⟩b⟨U+2069⟩⟨U+200E⟩⟨U+200F⟩⟨U+061C⟩",
+        "zero\u200bwidth\ufeff\u2060\u00ad": "zero⟨U+200B⟩width⟨U+FEFF⟩⟨U+2060⟩⟨U+00AD⟩",
+        "line\u2028para\u2029": "line⟨U+2028⟩para⟨U+2029⟩",
+        "⟨U+202E⟩": "⟨U+27E8⟩U+202E⟩",  # a name spelling the marker itself stays distinct
+        "José 张伟 مريم": "José 张伟 مريم",
+        "👨\u200d👩\u200d👧 می\u200cخواهم": "👨\u200d👩\u200d👧 می\u200cخواهم",  # joiners are ordinary writing
+    }
+    for raw, shown in cases.items():
+        assert visible_controls(raw) == shown
+        assert from_visible(shown) == raw
+    shown_forms = {visible_controls(raw) for raw in cases}
+    assert len(shown_forms) == len(cases)
+
+
+def test_rows_show_client_text_with_its_controls_visible() -> None:
+    now = datetime.now(UTC)
+    s = {"session_id": "s1", "app_name": "pay\u202eroll", "user_id": "\u2067eve", "current_task": "t\u200b",
+         "host": "h\u202d", "pid": 1, "state": "idle", "status": "idle", "start_time": now.isoformat()}  # fmt: skip
+    row = dict(zip(model.COLUMNS, model.session_row(s, now), strict=True))
+    assert row["app"] == "pay⟨U+202E⟩roll" and row["user"] == "⟨U+2067⟩eve"
+    assert row["task"] == "t⟨U+200B⟩" and row["host"] == "h⟨U+202D⟩:1"
