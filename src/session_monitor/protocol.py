@@ -59,7 +59,10 @@ UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(_printable
 HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(_printable)]
 TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(_printable)]
 Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATUS_PATTERN)]
-Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
+INT32_MAX = 2**31 - 1
+"""Largest value of an ``Integer`` column (PostgreSQL ``int4``): pids and command ids."""
+
+Pid = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable)]
 
 Visibility = Literal["visible", "hidden"]
@@ -181,7 +184,9 @@ class AuditList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable", "disk_full"] = Field(
+        description="`unavailable`: it does not answer; `disk_full`: it answers reads but refuses writes."
+    )
     version: str
     api_version: str = API_VERSION
 

@@ -7,18 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
 
-import sqlalchemy.exc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
 from session_monitor._version import __version__
-from session_monitor.errors import SessionNotFound
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.coordination import PgCoordinator
+from session_monitor.server.errors import WriteHealth, install_error_handlers
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
 from session_monitor.server.routes import admin, agents, health, sessions, stats
@@ -38,48 +33,6 @@ prototype's; with tokens configured, admin actions need
 """
 
 
-def _validation_message(errors: list[dict[str, Any]]) -> str:
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: it may be large, and it is someone else's text.
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": _validation_message(errors), "errors": errors}, status_code=422)
-
-    @app.exception_handler(SessionNotFound)
-    async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _database(_: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
-        logger.error("database error: %s", exc.orig if exc.orig is not None else exc)
-        return JSONResponse(
-            {"detail": "database unavailable, try again"}, status_code=503, headers={"Retry-After": "1"}
-        )
-
-    @app.exception_handler(OSError)
-    async def _os(_: Request, exc: OSError) -> JSONResponse:
-        logger.error("database connection failed: %s", exc)
-        return JSONResponse(
-            {"detail": "database unavailable, try again"}, status_code=503, headers={"Retry-After": "1"}
-        )
-
-
 def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """Build the app. Nothing touches the database until the lifespan starts."""
     settings = settings or Settings()
@@ -88,7 +41,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url, schema=settings.database_schema)
-        db.writer.on_batch = metrics.write_batch.observe
+
+        def on_batch(size: int) -> None:
+            metrics.write_batch.observe(size)
+            write_health.wrote(size)
+
+        db.writer.on_batch = on_batch
         try:
             await db.upgrade()
         except BaseException:
@@ -154,7 +112,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.hub = hub = CommandHub()
-    _install_error_handlers(app)
+    app.state.write_health = write_health = WriteHealth()
+    install_error_handlers(app, write_health)
     app.include_router(sessions.router)
     app.include_router(agents.router)
     app.include_router(admin.router)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from session_monitor.protocol import AGENT_ID_PATTERN, AgentList, CommandBatch, SyncRequest, SyncResponse
+from session_monitor.protocol import AGENT_ID_PATTERN, INT32_MAX, AgentList, CommandBatch, SyncRequest, SyncResponse
 from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
 from session_monitor.server.routes._common import JSONBytes
 
@@ -54,7 +54,9 @@ async def commands(
     hub: HubDep,
     request: Request,
     _: ClientDep,
-    after: Annotated[int, Query(ge=0, le=2**62, description="The cursor of the previous answer.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="The cursor of the previous answer (a command id).")
+    ] = 0,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request open.")] = 0,
 ) -> JSONBytes:
     """Commands queued after ``after``; with ``wait``, held open until one arrives or ``wait`` runs out."""

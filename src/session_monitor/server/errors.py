@@ -1,0 +1,174 @@
+"""Errors as HTTP answers: every error body is ``{"detail": "<one line>"}`` (422 adds ``errors``).
+
+Database errors are classified by what they mean, not by where they come from:
+
+- the database does not answer (connection refused or lost, locked, shutting down): **503**
+  ``database unavailable, try again`` with ``Retry-After``: retrying is right;
+- its disk is full (SQLite ``SQLITE_FULL``, PostgreSQL SQLSTATE 53100): **507** ``database disk is
+  full``; reads still work, and ``/healthz`` reports ``database: disk_full`` until a write succeeds;
+- a value it cannot take (SQLSTATE class 22, an integer beyond the driver's range): **422**. Inputs are
+  bounded so this should not happen; when it does it is logged as the bug it is, never told to retry;
+- anything else (a constraint, a syntax error): **500**, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from session_monitor.errors import SessionNotFound
+from session_monitor.store.repository import utcnow
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE = "database unavailable, try again"
+DISK_FULL = "database disk is full: writes are refused until space is freed on the database's disk"
+BAD_VALUE = "a value is out of the range the database can store"
+
+_SQLITE_UNAVAILABLE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR",
+    "SQLITE_PROTOCOL",
+    "SQLITE_NOMEM",
+)
+"""Locked past the busy timeout, the file cannot be opened or read: retrying later may succeed."""
+_PG_UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
+"""Connection exception, transaction rollback (deadlock, serialization), insufficient resources,
+operator intervention (shutdown, cancel), system error: retrying later may succeed."""
+
+
+class DatabaseFault(enum.Enum):
+    UNAVAILABLE = "unavailable"
+    DISK_FULL = "disk_full"
+    BAD_VALUE = "bad_value"
+    OTHER = "other"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        nxt = getattr(current, "orig", None) if isinstance(current, sqlalchemy.exc.DBAPIError) else None
+        current = nxt if isinstance(nxt, BaseException) else (current.__cause__ or current.__context__)
+    return seen
+
+
+def classify(exc: BaseException) -> DatabaseFault:
+    """What a database error means for the client."""
+    for err in _chain(exc):
+        if isinstance(err, sqlite3.Error):
+            name = getattr(err, "sqlite_errorname", "") or ""
+            if name == "SQLITE_FULL":
+                return DatabaseFault.DISK_FULL
+            if name.startswith(("SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_RANGE")):
+                return DatabaseFault.BAD_VALUE
+            if name.startswith(_SQLITE_UNAVAILABLE):
+                return DatabaseFault.UNAVAILABLE
+            return DatabaseFault.OTHER
+        sqlstate = getattr(err, "sqlstate", None)
+        if isinstance(sqlstate, str) and len(sqlstate) == 5:
+            if sqlstate == "53100":
+                return DatabaseFault.DISK_FULL
+            if sqlstate.startswith("22"):
+                return DatabaseFault.BAD_VALUE
+            if sqlstate.startswith(_PG_UNAVAILABLE_CLASSES):
+                return DatabaseFault.UNAVAILABLE
+            return DatabaseFault.OTHER
+        if isinstance(err, OverflowError):  # sqlite3: "Python int too large to convert to SQLite INTEGER"
+            return DatabaseFault.BAD_VALUE
+        if isinstance(err, OSError):
+            return DatabaseFault.DISK_FULL if err.errno == errno.ENOSPC else DatabaseFault.UNAVAILABLE
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return DatabaseFault.UNAVAILABLE
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | TimeoutError):
+        return DatabaseFault.UNAVAILABLE
+    return DatabaseFault.OTHER
+
+
+@dataclass
+class WriteHealth:
+    """Whether the database takes writes: set by a disk-full error, cleared by the next committed write."""
+
+    disk_full_since: datetime | None = None
+
+    def disk_full(self) -> None:
+        if self.disk_full_since is None:
+            self.disk_full_since = utcnow()
+            logger.error("database disk is full: writes are refused until space is freed")
+
+    def wrote(self, _batch_size: int = 0) -> None:
+        if self.disk_full_since is not None:
+            logger.warning("database takes writes again (disk full since %s)", self.disk_full_since.isoformat())
+            self.disk_full_since = None
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def database_error_response(exc: BaseException, health: WriteHealth) -> JSONResponse:
+    fault = classify(exc)
+    shown = getattr(exc, "orig", None) or exc
+    if fault is DatabaseFault.DISK_FULL:
+        health.disk_full()
+        logger.error("database disk is full: %s", shown)
+        return JSONResponse({"detail": DISK_FULL}, status_code=507, headers={"Retry-After": "60"})
+    if fault is DatabaseFault.UNAVAILABLE:
+        logger.error("database unavailable: %s", shown)
+        return JSONResponse({"detail": UNAVAILABLE}, status_code=503, headers={"Retry-After": "1"})
+    if fault is DatabaseFault.BAD_VALUE:
+        # Inputs are bounded to what the columns take: reaching here means a bound is missing.
+        logger.error("database refused a value (an input bound is missing): %s", shown)
+        return JSONResponse({"detail": BAD_VALUE}, status_code=422)
+    logger.error("database error", exc_info=exc)
+    return JSONResponse({"detail": "internal database error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI, health: WriteHealth) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: it may be large, and it is someone else's text.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": validation_message(errors), "errors": errors}, status_code=422)
+
+    @app.exception_handler(SessionNotFound)
+    async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(sqlalchemy.exc.DBAPIError)
+    async def _database(_: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
+        return database_error_response(exc, health)
+
+    @app.exception_handler(OSError)
+    async def _os(_: Request, exc: OSError) -> JSONResponse:
+        return database_error_response(exc, health)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(_: Request, exc: OverflowError) -> JSONResponse:
+        return database_error_response(exc, health)
