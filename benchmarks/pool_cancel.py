@@ -25,7 +25,8 @@ from typing import Any
 import psutil
 
 from session_monitor import pool
-from session_monitor.pool_examples import checks_every_cycle, cooperative_steps, never_checks, stuck_in_c
+from session_monitor.pool import jobs as pool_jobs
+from session_monitor.pool.examples import checks_every_cycle, cooperative_steps, never_checks, stuck_in_c
 
 KINDS: dict[str, tuple[Any, dict[str, Any]]] = {
     "cooperative": (cooperative_steps, {"steps": 1, "step_s": 300.0}),
@@ -117,7 +118,7 @@ def main() -> None:
     pool.configure(size=args.size)
     session = Session("benchmark")
     jobs = pool.for_session(session)  # type: ignore[arg-type]
-    settings = pool._settings()
+    settings = pool_jobs._settings()
     print(
         f"pool of {args.size} workers, grace {settings.grace_s:g} s, kill after {settings.kill_after_s:g} s; "
         f"{args.runs} runs per kind"

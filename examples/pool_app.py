@@ -11,7 +11,7 @@ while other sessions' jobs go on. When the last session of the process leaves (o
 pool is shut down, and a new one starts with the next session that needs it.
 
 Jobs run in other processes, so they must be importable there: they live in a module
-(``session_monitor.pool_examples`` here), never in this script. The pool's state lives in the
+(``session_monitor.pool.examples`` here), never in this script. The pool's state lives in the
 imported ``session_monitor.pool`` module, never in this script's globals, which Panel clears when
 a session ends.
 """
@@ -23,7 +23,7 @@ from functools import partial
 import panel as pn
 
 from session_monitor import SessionClient, pool
-from session_monitor.pool_examples import checks_every_cycle, cooperative_steps
+from session_monitor.pool.examples import checks_every_cycle, cooperative_steps
 
 APP_NAME = "pool_app"
 KINDS = {

@@ -72,6 +72,37 @@ async def set_status(client: httpx.AsyncClient, session_id: str, status: str, ta
     assert response.json() == {"status": "updated"}
 
 
+# -- the routes ------------------------------------------------------------------------------------
+
+PROTOTYPE_OPERATIONS = {
+    ("POST", "/sessions"): "create_session_sessions_post",
+    ("GET", "/sessions"): "list_sessions_sessions_get",
+    ("DELETE", "/sessions/stale"): "cleanup_stale_sessions_sessions_stale_delete",
+    ("DELETE", "/sessions/{session_id}"): "delete_session_sessions__session_id__delete",
+    ("POST", "/sessions/{session_id}/heartbeat"): "heartbeat_sessions__session_id__heartbeat_post",
+    ("PUT", "/sessions/{session_id}/status"): "update_status_sessions__session_id__status_put",
+    ("POST", "/sessions/{session_id}/kill"): "kill_session_sessions__session_id__kill_post",
+    ("POST", "/apps/{app_name}/kill-all"): "kill_all_sessions_apps__app_name__kill_all_post",
+}
+"""The prototype's endpoints and their OpenAPI operation ids (generated clients call them by these names)."""
+
+
+async def test_the_prototypes_endpoints_keep_their_operation_ids(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    operations = {
+        (m.upper(), path): op["operationId"] for path, item in spec["paths"].items() for m, op in item.items()
+    }
+    assert {key: operations.get(key) for key in PROTOTYPE_OPERATIONS} == PROTOTYPE_OPERATIONS
+    assert {spec["paths"][path][m.lower()]["tags"][0] for m, path in PROTOTYPE_OPERATIONS} == {"sessions"}
+
+
+async def test_delete_stale_is_the_cleanup_not_the_end_of_a_session_called_stale(client: httpx.AsyncClient) -> None:
+    # Both routers hold DELETE /sessions/...: the operators' is mounted first, so "stale" is never a session id.
+    response = await client.delete("/sessions/stale")
+    assert (response.status_code, response.json()) == (200, {"deleted_count": 0})
+    assert (await client.delete("/sessions/not-stale")).status_code == 404
+
+
 # -- POST /sessions -------------------------------------------------------------------------------
 
 

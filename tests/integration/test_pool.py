@@ -8,6 +8,7 @@ a marker file saying how their code ended, so "its jobs stopped" is read from th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from session_monitor import SessionClient, pool
 from session_monitor.client import agent as agent_module
-from session_monitor.pool_examples import checks_every_cycle, cooperative_steps, never_checks, stuck_in_c
+from session_monitor.pool.examples import checks_every_cycle, cooperative_steps, never_checks, stuck_in_c
 from tests.conftest import DatabaseTarget
 from tests.helpers import serve_in_thread, wait_until
 from tests.integration.test_client import Server, start_agent
@@ -216,7 +217,7 @@ def test_process_exit_stops_the_pool(tmp_path):
             """
             import os, sys, time
             from session_monitor import SessionClient, pool
-            from session_monitor.pool_examples import never_checks
+            from session_monitor.pool.examples import never_checks
 
             if __name__ == "__main__":
                 pool.configure(size=2)
@@ -237,3 +238,34 @@ def test_process_exit_stops_the_pool(tmp_path):
     pids = [int(pid) for pid in result.stdout.split()]
     assert len(pids) == 2
     wait_until(lambda: not any(psutil.pid_exists(pid) for pid in pids), timeout_s=10)
+
+
+def test_workers_under_panel_serve_import_neither_panel_nor_the_client(tmp_path):
+    """A worker imports what runs jobs: not Panel and Bokeh (which the ``panel`` command line, the parent's main
+    module, imports), nor the client agent and httpx (which the parent's session side needs)."""
+    script = tmp_path / "panel_like.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json
+            import panel.command  # what the `panel` console script imports first
+            from session_monitor import SessionClient, pool
+            from session_monitor.pool.examples import imported_modules
+
+            if __name__ == "__main__":
+                pool.configure(size=1)
+                jobs = pool.for_session(SessionClient.get_tracker("modules"))
+                print(json.dumps(jobs.submit(imported_modules).result(120)), flush=True)
+            """
+        )
+    )
+    env = {**os.environ, "SESSION_MONITOR_URL": "http://127.0.0.1:9"}  # no server: offline is fine
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert "session_monitor.pool.worker" in loaded and "aiomultiprocess" in loaded  # it did run in a worker
+    unwanted = [m for m in loaded if m.split(".")[0] in ("panel", "bokeh", "tornado", "httpx")]
+    unwanted += [m for m in loaded if m.startswith(("session_monitor.client", "session_monitor.pool.jobs"))]
+    assert unwanted == []

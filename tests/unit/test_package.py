@@ -20,13 +20,14 @@ PACKAGE_DIR = Path(session_monitor.__file__).parent
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def modules_after_import(*modules: str) -> list[str]:
-    """Top-level names in ``sys.modules`` after importing ``modules`` in a fresh interpreter."""
+def modules_after_import(*modules: str, full: bool = False) -> list[str]:
+    """Top-level names (``full``: every module name) in ``sys.modules`` after importing ``modules`` in a fresh
+    interpreter."""
     code = (
         "import importlib, json, sys\n"
         f"for name in {list(modules)!r}:\n"
         "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        f"print(json.dumps(sorted({{m if {full!r} else m.split('.')[0] for m in sys.modules}})))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     loaded: list[str] = json.loads(out.stdout)
@@ -40,6 +41,38 @@ def test_client_side_imports_no_server_dependency(module: str) -> None:
     assert [m for m in SERVER_DEPENDENCIES if m in loaded] == []
 
 
+# What the shared pool's worker processes import: they run jobs, nothing of the client, the server or Panel.
+WORKER_MUST_NOT_LOAD = ("panel", "bokeh", "tornado", "httpx", "psutil", "pydantic", *SERVER_DEPENDENCIES)
+
+
+def _client_side(loaded: list[str]) -> list[str]:
+    """What of the pool's parent side (the client agent, the engine, the session API) is in ``loaded``."""
+    parent = ("session_monitor.client", "session_monitor.pool.jobs", "session_monitor.pool.engine")
+    return [m for m in loaded if m.startswith(parent) or m.split(".")[0] in WORKER_MUST_NOT_LOAD]
+
+
+def test_pool_worker_processes_import_neither_the_client_nor_panel() -> None:
+    # aiomultiprocess starts workers with "spawn": each imports the worker module (its job runner and
+    # initializer), the example jobs when it runs one, and with them session_monitor's and the pool's __init__.
+    loaded = modules_after_import("session_monitor.pool.worker", "session_monitor.pool.examples", full=True)
+    assert "session_monitor.pool.worker" in loaded
+    assert _client_side(loaded) == []
+
+
+def test_the_pool_check_sees_the_client_side_once_the_pool_is_used() -> None:
+    # The session API (what a Panel app calls) loads the agent: the probe above must see it, or it proves nothing.
+    code = "from session_monitor import pool\npool.for_session"
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = _client_side(json.loads(out.stdout))
+    assert {"session_monitor.client.agent", "session_monitor.pool.jobs", "httpx"} <= set(loaded)
+
+
 def test_the_check_sees_server_dependencies_when_they_are_imported() -> None:
     # The same probe on the server package must find them, or the test above proves nothing.
     loaded = modules_after_import("session_monitor.server", "uvicorn")
@@ -49,9 +82,9 @@ def test_the_check_sees_server_dependencies_when_they_are_imported() -> None:
 def _public_names(module: ModuleType) -> list[str]:
     return sorted(
         name
-        for name, value in vars(module).items()
+        for name in dir(module)  # the module's __dir__: it includes the names it loads at first use
         if (not name.startswith("_") or name == "__version__")
-        and not isinstance(value, ModuleType)  # submodules appear as attributes once imported
+        and not isinstance(value := getattr(module, name), ModuleType)  # submodules appear once imported
         and type(value).__module__ != "__future__"  # ``from __future__ import annotations``
     )
 

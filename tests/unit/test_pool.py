@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from session_monitor import pool, pool_worker
+from session_monitor import pool
 from session_monitor.errors import ConfigError, SessionMonitorError
-from session_monitor.pool_examples import cooperative_steps
-from session_monitor.pool_worker import SLOTS, CancelToken, JobInterrupted, run_job
+from session_monitor.pool import jobs as pool_jobs
+from session_monitor.pool import worker as pool_worker
+from session_monitor.pool.examples import cooperative_steps
+from session_monitor.pool.worker import SLOTS, CancelToken, JobInterrupted, run_job
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +22,7 @@ def _no_pool_settings(monkeypatch: pytest.MonkeyPatch):
     for name in ("SESSION_MONITOR_POOL_SIZE", "SESSION_MONITOR_POOL_GRACE_S", "SESSION_MONITOR_POOL_KILL_AFTER_S"):
         monkeypatch.delenv(name, raising=False)
     yield
-    pool._overrides.clear()  # not configure(): the environment may still hold a bad value here
+    pool_jobs._overrides.clear()  # not configure(): the environment may still hold a bad value here
 
 
 @pytest.fixture
@@ -37,22 +39,24 @@ def worker_arrays(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any]:
 
 
 def test_settings_come_from_configure_then_the_environment_then_defaults(monkeypatch):
-    assert pool._settings().grace_s == pool.DEFAULT_GRACE_S
-    assert pool._settings().size >= 2
+    assert pool_jobs._settings().grace_s == pool.DEFAULT_GRACE_S
+    assert pool_jobs._settings().size >= 2
     monkeypatch.setenv("SESSION_MONITOR_POOL_SIZE", "3")
     monkeypatch.setenv("SESSION_MONITOR_POOL_GRACE_S", "0.1")
-    assert (pool._settings().size, pool._settings().grace_s) == (3, 0.1)
+    assert (pool_jobs._settings().size, pool_jobs._settings().grace_s) == (3, 0.1)
     pool.configure(size=5, kill_after_s=2.0)
-    settings = pool._settings()
+    settings = pool_jobs._settings()
     assert (settings.size, settings.grace_s, settings.kill_after_s) == (5, 0.1, 2.0)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "env", "message"),
     [
-        ({"size": 0}, {}, "pool size must be 1 to 1024"),
+        ({"size": 0}, {}, "pool size must be a whole number of 1 to 1024 worker processes, got 0"),
         ({"grace_s": -1.0}, {}, "grace_s must be 0 to 60"),
-        ({}, {"SESSION_MONITOR_POOL_SIZE": "many"}, "SESSION_MONITOR_POOL_SIZE='many' is not a valid int"),
+        ({}, {"SESSION_MONITOR_POOL_SIZE": "many"}, "SESSION_MONITOR_POOL_SIZE='many' is not a number"),
+        ({}, {"SESSION_MONITOR_POOL_SIZE": "2.5"}, "pool size must be a whole number of 1 to 1024 .* got 2.5"),
+        ({}, {"SESSION_MONITOR_POOL_GRACE_S": "-1"}, "SESSION_MONITOR_POOL_GRACE_S='-1' must be positive"),
         ({}, {"SESSION_MONITOR_POOL_KILL_AFTER_S": "1e9"}, "kill_after_s must be 0 to 60"),
     ],
 )
@@ -71,14 +75,14 @@ def test_a_function_of_the_served_script_is_refused_with_the_reason():
 
     render.__module__ = "bokeh_app_3f2a"
     with pytest.raises(ConfigError, match="defined in the served script .*Move it to a module"):
-        pool._pack(render, (), {})
+        pool_jobs._pack(render, (), {})
 
 
 def test_an_unpicklable_job_is_refused_at_submit():
     with pytest.raises(ConfigError, match="must be picklable"):
-        pool._pack(cooperative_steps, (lambda: None,), {})
+        pool_jobs._pack(cooperative_steps, (lambda: None,), {})
     with pytest.raises(ConfigError, match="needs a callable"):
-        pool._pack("not a function", (), {})  # type: ignore[arg-type]
+        pool_jobs._pack("not a function", (), {})  # type: ignore[arg-type]
 
 
 def test_job_cancelled_is_an_error_of_ours_not_an_asyncio_cancellation():
@@ -159,7 +163,7 @@ def _cancels_itself() -> None:
 
 
 async def test_the_example_jobs_run_and_mark_how_they_ended(worker_arrays, tmp_path):
-    from session_monitor.pool_examples import checks_every_cycle, never_checks, stuck_in_c
+    from session_monitor.pool.examples import checks_every_cycle, never_checks, stuck_in_c
 
     calls = [
         (cooperative_steps, {"steps": 2, "step_s": 0.01}, "job 1: 2 steps done"),

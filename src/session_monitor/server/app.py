@@ -16,7 +16,7 @@ from session_monitor.server.coordination import PgCoordinator
 from session_monitor.server.errors import WriteHealth, install_error_handlers
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
-from session_monitor.server.routes import admin, agents, health, sessions, stats
+from session_monitor.server.routes import admin, agents, health, session_client, sessions, stats
 from session_monitor.server.security import GuardMiddleware
 from session_monitor.server.settings import Settings
 from session_monitor.store import Database, Store
@@ -114,7 +114,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.state.hub = hub = CommandHub()
     app.state.write_health = write_health = WriteHealth()
     install_error_handlers(app, write_health)
-    app.include_router(sessions.router)
+    app.include_router(sessions.router)  # first: DELETE /sessions/stale before DELETE /sessions/{session_id}
+    app.include_router(session_client.router)
     app.include_router(agents.router)
     app.include_router(admin.router)
     app.include_router(health.router)

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Query
+from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import AfterValidator
 
@@ -31,6 +31,8 @@ def checked_session_id(session_id: str) -> str:
         raise SessionNotFound(session_id[:MAX_SESSION_ID])
     return session_id
 
+
+SessionId = Annotated[str, Path(description="Session id as returned by POST /sessions.")]
 
 AppFilter = Annotated[
     str | None,

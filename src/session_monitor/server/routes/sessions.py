@@ -1,8 +1,14 @@
-"""The prototype's session endpoints (wire-compatible) and ``GET /sessions/{id}``."""
+"""The operators' session endpoints: list, look up, kill, kill all of an app, end the silent ones.
+
+The prototype's own (paths, bodies and answers unchanged), with ``GET /sessions/{id}`` and the listing's
+``changed_since`` added. What a per-session client calls (register, heartbeat, status, end) is in
+:mod:`~session_monitor.server.routes.session_client`; the agent's batched protocol in
+:mod:`~session_monitor.server.routes.agents`. This router is mounted first: ``DELETE /sessions/stale`` must be
+matched before the client's ``DELETE /sessions/{session_id}``.
+"""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -13,24 +19,21 @@ from session_monitor import defaults
 from session_monitor.protocol import (
     MAX_APP_NAME,
     CleanupResponse,
-    HeartbeatResponse,
     KillAllResponse,
     KillRequest,
-    SessionCreate,
-    SessionCreated,
     SessionList,
     SessionOut,
     StatusResponse,
-    StatusUpdate,
     _printable,
 )
-from session_monitor.server.deps import AdminDep, ClientDep, EnderDep, HubDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, StoreDep, as_actor
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
     JSONBytes,
     Offset,
     SearchFilter,
+    SessionId,
     UserFilter,
     checked_session_id,
 )
@@ -42,18 +45,7 @@ router = APIRouter(tags=["sessions"])
 MAX_CLEANUP_MINUTES = 60 * 24 * 366
 """``older_than_minutes`` above a year is refused instead of overflowing."""
 
-SessionId = Annotated[str, Path(description="Session id as returned by POST /sessions.")]
 StateFilter = Literal["idle", "running", "disconnected", "stale"]
-
-
-@router.post("/sessions", response_model=SessionCreated, summary="Register a session")
-async def create_session(body: SessionCreate, store: StoreDep, metrics: MetricsDep, _: ClientDep) -> SessionCreated:
-    """Register a new live session; returns its id. The session starts ``idle``."""
-    session_id = await store.create_session(
-        body.app_name, body.user_id, host=body.host, pid=body.pid, session_id=str(uuid.uuid4())
-    )
-    metrics.sessions_registered.inc()
-    return SessionCreated(session_id=session_id)
 
 
 @router.get("/sessions", response_model=SessionList, summary="List live sessions")
@@ -113,31 +105,6 @@ async def cleanup_stale_sessions(
 @router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
 async def get_session(session_id: SessionId, store: StoreDep) -> JSONBytes:
     return JSONBytes(await store.get_session(checked_session_id(session_id)))
-
-
-@router.delete("/sessions/{session_id}", response_model=StatusResponse, summary="End a session")
-async def delete_session(
-    session_id: SessionId, store: StoreDep, metrics: MetricsDep, principal: EnderDep
-) -> StatusResponse:
-    """End a live session (``closed``, or ``killed`` if a kill was requested); it stays in the history."""
-    reason = await store.end_session(checked_session_id(session_id), "closed", as_actor(principal))
-    metrics.sessions_ended.labels(reason).inc()
-    return StatusResponse(status="deleted")
-
-
-@router.post("/sessions/{session_id}/heartbeat", response_model=HeartbeatResponse, summary="Heartbeat")
-async def heartbeat(session_id: SessionId, store: StoreDep, metrics: MetricsDep, _: ClientDep) -> HeartbeatResponse:
-    """Mark the session alive; the answer says whether an operator asked to kill it."""
-    kill = await store.heartbeat(checked_session_id(session_id))
-    metrics.heartbeats.inc()
-    return HeartbeatResponse(kill_requested=kill)
-
-
-@router.put("/sessions/{session_id}/status", response_model=StatusResponse, summary="Update status")
-async def update_status(session_id: SessionId, body: StatusUpdate, store: StoreDep, _: ClientDep) -> StatusResponse:
-    """Set the session's status and current task (also counts as a heartbeat)."""
-    await store.update_status(checked_session_id(session_id), body.status, body.current_task)
-    return StatusResponse(status="updated")
 
 
 @router.post("/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session")

@@ -1,38 +1,9 @@
-"""A process-wide worker pool shared by Panel sessions, with per-session cancellation.
-
-::
-
-    from session_monitor import SessionClient, pool
-
-    tracker = SessionClient.get_tracker(app_name="reports")
-    jobs = pool.for_session(tracker)          # this session's handle on the shared pool
-    result = await jobs.run(crunch, 42)       # crunch: a function of an importable module
-
-One pool (aiomultiprocess worker processes, created at first use) serves every session of every
-app in the process; each session that uses it holds one reference. When a session is killed or
-ends, its ``on_kill`` releases its reference: its jobs are cancelled, and no other session's. When
-the last reference goes (the last session left, or a kill-all killed them all), or at process exit,
-the pool is shut down: every worker stopped and reaped. The next session that needs a pool starts
-a new one. A kill-all of one app therefore never stops another app's jobs in the same process.
-
-A cancelled job's caller gets :class:`JobCancelled` at once (its ``await`` never hangs), and the
-job's code is stopped within ``grace_s + kill_after_s``:
-
-1. cooperative: the job sees its :class:`CancelToken` (``current_token()``) within ``grace_s``
-   (0.25 s): ``token.check()``, ``token.cancelled``, ``token.sleep()``, ``await token.async_sleep()``;
-2. forced: otherwise the pool signals the worker, which raises :class:`JobInterrupted` into the job's
-   Python code (a worker this happened to is replaced afterwards), or cancels the job's asyncio task if
-   it is awaiting;
-3. last resort: a job still running ``kill_after_s`` (0.5 s) later (stuck in C code) has its worker
-   killed and replaced.
-
-Each worker runs one job at a time, so stopping a worker never stops another session's job. A job
-author must: define the job in an importable module (never in the served script), make its arguments
-and result picklable, and clean up in ``finally`` (``JobInterrupted`` is a ``BaseException``). Checking
-the token is optional but keeps the worker (and its warm state) alive.
+"""The session-facing side of the shared pool: one engine per process, a handle per session, the settings.
 
 State lives here, in an imported module: Panel clears a served script's globals when its session
-is torn down, and the callbacks that release a session run after that.
+is torn down, and the callbacks that release a session run after that. Only the parent process
+imports this module (it needs the client agent for its exit hook); worker processes import
+:mod:`session_monitor.pool.worker` alone.
 """
 
 from __future__ import annotations
@@ -46,23 +17,20 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from session_monitor.errors import ConfigError, JobCancelled, JobFailed
-from session_monitor.pool_engine import Engine, EngineSettings, JobState
-from session_monitor.pool_worker import CancelToken, JobInterrupted, current_token
+from session_monitor.client.config import float_env
+from session_monitor.errors import ConfigError, JobCancelled
+from session_monitor.pool.engine import Engine, EngineSettings, JobState
 
 if TYPE_CHECKING:
     from session_monitor.client.tracker import SessionClient
 
 __all__ = [
-    "CancelToken",
+    "DEFAULT_GRACE_S",
+    "DEFAULT_KILL_AFTER_S",
     "Job",
-    "JobCancelled",
-    "JobFailed",
-    "JobInterrupted",
     "PoolStatus",
     "SessionJobs",
     "configure",
-    "current_token",
     "for_session",
     "shutdown",
     "status",
@@ -261,29 +229,23 @@ def _release(jobs: SessionJobs, tracker: SessionClient) -> None:
 
 
 def _settings() -> EngineSettings:
-    size = _pick("size", "SESSION_MONITOR_POOL_SIZE", max(2, os.cpu_count() or 2), int)
-    grace_s = _pick("grace_s", "SESSION_MONITOR_POOL_GRACE_S", DEFAULT_GRACE_S, float)
-    kill_after_s = _pick("kill_after_s", "SESSION_MONITOR_POOL_KILL_AFTER_S", DEFAULT_KILL_AFTER_S, float)
-    if not 1 <= size <= 1024:
-        raise ConfigError(f"pool size must be 1 to 1024 worker processes, got {size}")
+    size = _pick("size", "SESSION_MONITOR_POOL_SIZE", max(2, os.cpu_count() or 2))
+    grace_s = _pick("grace_s", "SESSION_MONITOR_POOL_GRACE_S", DEFAULT_GRACE_S)
+    kill_after_s = _pick("kill_after_s", "SESSION_MONITOR_POOL_KILL_AFTER_S", DEFAULT_KILL_AFTER_S)
+    if size != int(size) or not 1 <= size <= 1024:
+        raise ConfigError(f"pool size must be a whole number of 1 to 1024 worker processes, got {size:g}")
     for name, value in (("grace_s", grace_s), ("kill_after_s", kill_after_s)):
         if not 0 <= value <= 60:
-            raise ConfigError(f"pool {name} must be 0 to 60 seconds, got {value}")
-    return EngineSettings(size=int(size), grace_s=float(grace_s), kill_after_s=float(kill_after_s))
+            raise ConfigError(f"pool {name} must be 0 to 60 seconds, got {value:g}")
+    return EngineSettings(size=int(size), grace_s=grace_s, kill_after_s=kill_after_s)
 
 
-def _pick(name: str, env: str, default: Any, kind: Callable[[str], Any]) -> Any:
-    """Explicit (``configure``) > environment variable > default."""
+def _pick(name: str, env: str, default: float) -> float:
+    """Explicit (``configure``) > environment variable (read as the client reads its own) > default."""
     value = _overrides.get(name)
     if value is not None:
-        return value
-    raw = os.environ.get(env)
-    if raw:
-        try:
-            return kind(raw)
-        except ValueError:
-            raise ConfigError(f"{env}={raw!r} is not a valid {kind.__name__}") from None
-    return default
+        return float(value)
+    return float_env(env, default)[0]
 
 
 def _pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

@@ -8,10 +8,11 @@ jobs go in a module of your app's, imported by the script.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
-from session_monitor.pool_worker import current_token
+from session_monitor.pool.worker import current_token
 
 
 async def cooperative_steps(job_no: int, steps: int = 10, step_s: float = 0.5, marker: str | None = None) -> str:
@@ -71,6 +72,11 @@ def stuck_in_c(job_no: int, n: int = 10**12, marker: str | None = None) -> int:
     """One long C call (``sum(range(n))``) that never returns to Python: only killing its worker stops it."""
     _mark(marker, "started", suffix=".started")
     return sum(range(n))
+
+
+def imported_modules() -> list[str]:
+    """The modules this worker process has imported, sorted: what a worker costs, for tests and diagnostics."""
+    return sorted(sys.modules)
 
 
 def _mark(path: str | None, how: str, suffix: str = "") -> None:

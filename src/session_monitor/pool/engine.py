@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import multiprocessing.spawn
 import os
 import pickle
 import signal
@@ -28,7 +29,7 @@ from typing import Any
 
 from session_monitor.client import threads
 from session_monitor.errors import JobCancelled, JobFailed
-from session_monitor.pool_worker import FORCE_SIGNAL, RETIRING, SLOTS, init_worker, run_job
+from session_monitor.pool.worker import FORCE_SIGNAL, RETIRING, SLOTS, init_worker, run_job
 
 try:
     import aiomultiprocess  # type: ignore[import-untyped]
@@ -43,6 +44,30 @@ TICK_S = 0.005
 
 STOP_WAIT_S = 3.0
 """At shutdown, how long workers get to exit after SIGTERM before SIGKILL."""
+
+
+_engine_thread = threading.local()
+"""``pool`` is set on the engines' threads: the processes they start are the pool's workers."""
+
+_spawn_preparation_data = multiprocessing.spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """What a spawned process is told about its parent, without the parent's ``__main__`` for the pool's workers.
+
+    A spawned child first re-runs its parent's main module. Under ``panel serve`` that is Panel's command line,
+    so every worker would import Panel and Bokeh (seconds and tens of MiB each) for nothing: pool jobs never
+    come from ``__main__`` (submit refuses them). The rest (``sys.path``, working directory) is kept, so the
+    app's own job modules import as in the parent. Other processes the program spawns are left as they are.
+    """
+    data = _spawn_preparation_data(name)
+    if getattr(_engine_thread, "pool", False):
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+multiprocessing.spawn.get_preparation_data = _preparation_data  # read at each spawn by multiprocessing's Popen
 
 
 @dataclass(eq=False)
@@ -154,6 +179,7 @@ class Engine:
     # -- the engine's thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        _engine_thread.pool = True  # workers (and aiomultiprocess's manager) are started from this thread
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._main())
