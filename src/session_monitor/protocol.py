@@ -194,8 +194,20 @@ class Health(BaseModel):
 class ErrorBody(BaseModel):
     """Every error response: ``detail`` says what is wrong in one line."""
 
-    detail: str
-    errors: list[dict[str, Any]] | None = None
+    detail: str = Field(description="What is wrong, in one line.")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body`, `query`, `path` or `header`, then the field's path.")
+    msg: str = Field(description="What is wrong with it.")
+    type: str = Field(description="A stable name for the kind of error (`greater_than_equal`, `missing`, ...).")
+
+
+class ValidationErrorBody(BaseModel):
+    """422: ``detail`` sums up the first few problems in one line; ``errors`` lists each (never the input)."""
+
+    detail: str = Field(description="`field: problem` for the first few problems, in one line.")
+    errors: list[FieldError] = Field(default_factory=list)
 
 
 # -- agent protocol: one agent per Panel process --------------------------------------------------------------------

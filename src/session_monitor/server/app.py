@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from session_monitor._version import __version__
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.coordination import PgCoordinator
-from session_monitor.server.errors import WriteHealth, install_error_handlers
+from session_monitor.server.errors import COMMON_ERRORS, WriteHealth, error_responses, install_error_handlers
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
 from session_monitor.server.routes import admin, agents, health, session_client, sessions, stats
@@ -108,7 +108,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 await coordinator.close()
             await db.close()
 
-    app = FastAPI(title="panel-session-monitor", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="panel-session-monitor",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses=error_responses(*COMMON_ERRORS),
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.hub = hub = CommandHub()

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from session_monitor.errors import SessionNotFound
+from session_monitor.protocol import ErrorBody, ValidationErrorBody
 from session_monitor.store.repository import utcnow
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,36 @@ class WriteHealth:
             self.disk_full_since = None
 
 
+_ERROR_DESCRIPTIONS = {
+    400: "A malformed header: `Content-Length`, or `X-Session-Monitor-Actor` with control characters.",
+    401: "A token is required (tokens configured) or the one sent is not valid.",
+    403: "A cross-site browser request (state-changing methods), or the client token where the admin token is needed.",
+    404: "No session has this id (an id that cannot exist is simply not found).",
+    413: "The request body exceeds the limit (`SESSION_MONITOR_MAX_BODY_BYTES`; larger for agent syncs).",
+    421: "The `Host` header is not served: the DNS-rebinding guard, active unless both tokens are set.",
+    503: f"`{UNAVAILABLE}`: the database does not answer (see `Retry-After`).",
+    507: "`database disk is full`: the database refuses writes until space is freed; reads still work and "
+    "`/healthz` reports `database: disk_full`.",
+}
+
+COMMON_ERRORS = (400, 413, 421, 503)
+"""What any route may answer: checked by the middleware before the route runs, or the database."""
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these statuses; 422 is the validation body, the others :class:`ErrorBody`."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        if status == 422:
+            declared[422] = {
+                "model": ValidationErrorBody,
+                "description": "Invalid input: `detail` names the field, the problem and the allowed range.",
+            }
+        else:
+            declared[status] = {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]}
+    return declared
+
+
 def validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
@@ -172,3 +203,12 @@ def install_error_handlers(app: FastAPI, health: WriteHealth) -> None:
     @app.exception_handler(OverflowError)
     async def _overflow(_: Request, exc: OverflowError) -> JSONResponse:
         return database_error_response(exc, health)
+
+
+# What each kind of route may answer besides COMMON_ERRORS (declared once, on the app).
+READ = error_responses(422)
+READ_SESSION = error_responses(404, 422)
+READ_CLIENT = error_responses(401, 422)
+READ_ADMIN = error_responses(401, 403, 422)
+WRITE_CLIENT = error_responses(401, 403, 422, 507)
+WRITE_SESSION = error_responses(401, 403, 404, 422, 507)

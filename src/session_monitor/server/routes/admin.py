@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from session_monitor.protocol import AuditList, SessionList
 from session_monitor.server.deps import AdminDep, StoreDep
+from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SearchFilter, UserFilter
 from session_monitor.store import SessionFilters
 
@@ -18,7 +19,7 @@ EndReasonFilter = Literal["closed", "browser_lost", "killed", "expired", "proces
 ActionFilter = Literal["kill", "kill_all", "cleanup"]
 
 
-@router.get("/history", response_model=SessionList, summary="Ended sessions")
+@router.get("/history", response_model=SessionList, summary="Ended sessions", responses=READ_ADMIN)
 async def list_history(
     store: StoreDep,
     _: AdminDep,
@@ -40,7 +41,7 @@ async def list_history(
     return JSONBytes({"sessions": rows, "total": total})
 
 
-@router.get("/audit", response_model=AuditList, summary="Audit log of admin actions")
+@router.get("/audit", response_model=AuditList, summary="Audit log of admin actions", responses=READ_ADMIN)
 async def list_audit(
     store: StoreDep,
     _: AdminDep,

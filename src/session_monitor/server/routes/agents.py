@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from session_monitor.protocol import AGENT_ID_PATTERN, INT32_MAX, AgentList, CommandBatch, SyncRequest, SyncResponse
 from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
+from session_monitor.server.errors import READ_ADMIN, READ_CLIENT, WRITE_CLIENT
 from session_monitor.server.routes._common import JSONBytes
 
 router = APIRouter(tags=["agents"])
@@ -19,7 +20,9 @@ MAX_WAIT_S = 60.0
 AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="The agent's id (one per Panel process).")]
 
 
-@router.post("/agents/{agent_id}/sync", response_model=SyncResponse, summary="Agent sync (batched)")
+@router.post(
+    "/agents/{agent_id}/sync", response_model=SyncResponse, summary="Agent sync (batched)", responses=WRITE_CLIENT
+)
 async def sync(
     agent_id: AgentIdPath,
     body: SyncRequest,
@@ -47,7 +50,12 @@ async def sync(
     )
 
 
-@router.get("/agents/{agent_id}/commands", response_model=CommandBatch, summary="Commands for an agent (long-poll)")
+@router.get(
+    "/agents/{agent_id}/commands",
+    response_model=CommandBatch,
+    summary="Commands for an agent (long-poll)",
+    responses=READ_CLIENT,
+)
 async def commands(
     agent_id: AgentIdPath,
     agent_store: AgentStoreDep,
@@ -94,7 +102,9 @@ async def _disconnected(request: Request) -> None:
         return
 
 
-@router.get("/agents", response_model=AgentList, summary="Agents (Panel processes): system status")
+@router.get(
+    "/agents", response_model=AgentList, summary="Agents (Panel processes): system status", responses=READ_ADMIN
+)
 async def list_agents(
     agent_store: AgentStoreDep,
     _: AdminDep,

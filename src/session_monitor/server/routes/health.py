@@ -18,7 +18,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health, summary="Health check")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Health check",
+    responses={503: {"model": Health, "description": "Degraded: `database` says what is wrong."}},
+)
 async def healthz(store: StoreDep, request: Request) -> JSONBytes:
     """200 when the database answers and takes writes; 503 ``degraded`` with ``database`` saying what is wrong:
     ``unavailable`` (it does not answer) or ``disk_full`` (its last write failed for lack of disk space; reads
@@ -39,7 +44,12 @@ async def healthz(store: StoreDep, request: Request) -> JSONBytes:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def metrics(store: StoreDep, m: MetricsDep) -> Response:
     """Live sessions by app and state, kills, ends by reason, request latency."""
     m.set_live_counts(await store.count_live())

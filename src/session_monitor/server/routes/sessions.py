@@ -27,6 +27,7 @@ from session_monitor.protocol import (
     _printable,
 )
 from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.errors import READ, READ_SESSION, WRITE_CLIENT, WRITE_SESSION
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
@@ -48,7 +49,7 @@ MAX_CLEANUP_MINUTES = 60 * 24 * 366
 StateFilter = Literal["idle", "running", "disconnected", "stale"]
 
 
-@router.get("/sessions", response_model=SessionList, summary="List live sessions")
+@router.get("/sessions", response_model=SessionList, summary="List live sessions", responses=READ)
 async def list_sessions(
     store: StoreDep,
     app: AppFilter = None,
@@ -87,7 +88,7 @@ async def list_sessions(
     )
 
 
-@router.delete("/sessions/stale", response_model=CleanupResponse, summary="End silent sessions")
+@router.delete("/sessions/stale", response_model=CleanupResponse, summary="End silent sessions", responses=WRITE_CLIENT)
 async def cleanup_stale_sessions(
     store: StoreDep,
     metrics: MetricsDep,
@@ -102,12 +103,16 @@ async def cleanup_stale_sessions(
     return CleanupResponse(deleted_count=count)
 
 
-@router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
+@router.get(
+    "/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended", responses=READ_SESSION
+)
 async def get_session(session_id: SessionId, store: StoreDep) -> JSONBytes:
     return JSONBytes(await store.get_session(checked_session_id(session_id)))
 
 
-@router.post("/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session")
+@router.post(
+    "/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session", responses=WRITE_SESSION
+)
 async def kill_session(
     session_id: SessionId,
     store: StoreDep,
@@ -126,7 +131,12 @@ async def kill_session(
     return StatusResponse(status="kill_requested")
 
 
-@router.post("/apps/{app_name:path}/kill-all", response_model=KillAllResponse, summary="Kill all of an app")
+@router.post(
+    "/apps/{app_name:path}/kill-all",
+    response_model=KillAllResponse,
+    summary="Kill all of an app",
+    responses=WRITE_CLIENT,
+)
 async def kill_all_sessions(
     app_name: Annotated[
         str,

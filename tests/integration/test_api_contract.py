@@ -1,0 +1,89 @@
+"""The OpenAPI schema describes the API: schemathesis against a real server, on SQLite and PostgreSQL.
+
+Every operation gets valid and invalid requests derived from ``/openapi.json`` (fixed seed, derandomised,
+bounded examples: well under two minutes per store). A request fails the test if its answer is a 5xx, has
+a status the operation does not declare, or a body or content type that does not match the declared one.
+
+The server runs with both tokens set and the test sends the admin token, so every route does its work.
+Long-polls (``GET /agents/{id}/commands?wait=``) are shortened to ``FUZZ_WAIT_S``: the wait itself is the
+feature (up to 60 s) and a few dozen of them would take the run's whole budget; values outside the declared
+range are sent as generated.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import schemathesis
+import schemathesis.specs.openapi.checks
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.generation import GenerationMode
+from schemathesis.schemas import APIOperation
+
+from session_monitor.server import create_app
+from session_monitor.server.routes.agents import MAX_WAIT_S
+from tests.conftest import DatabaseTarget
+from tests.helpers import serve_in_thread
+
+pytestmark = pytest.mark.slow
+
+ADMIN = "admin-contract-token-5c1d"
+CLIENT = "client-contract-token-8a2e"
+FUZZ_WAIT_S = 0.05
+EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_EXAMPLES", "40"))
+
+CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.specs.openapi.checks.status_code_conformance,
+    schemathesis.specs.openapi.checks.content_type_conformance,
+    schemathesis.specs.openapi.checks.response_schema_conformance,
+]
+
+
+def _shorten_long_polls(case: schemathesis.Case) -> None:
+    if case.path == "/agents/{agent_id}/commands" and isinstance(case.query, dict):
+        wait = case.query.get("wait")
+        if isinstance(wait, int | float) and not isinstance(wait, bool) and FUZZ_WAIT_S < wait <= MAX_WAIT_S:
+            case.query["wait"] = FUZZ_WAIT_S
+
+
+def _fuzz(operation: APIOperation, mode: GenerationMode) -> str | None:
+    """Run one operation's examples; the first failure hypothesis finds (shrunk), or None."""
+
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: schemathesis.Case) -> None:
+        _shorten_long_polls(case)
+        headers = {"Authorization": f"Bearer {ADMIN}", **(case.headers or {})}
+        case.call_and_validate(headers=headers, timeout=MAX_WAIT_S + 10, checks=CHECKS)
+
+    try:
+        run()
+    except Unsatisfiable:
+        if mode is GenerationMode.NEGATIVE:
+            return None  # nothing in this operation can be made invalid (no parameters, or free text only)
+        return f"{operation.label} ({mode.value}): no valid request could be generated"
+    except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
+        return f"{operation.label} ({mode.value}): {exc}"
+    return None
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_api_matches_its_schema(db_target: DatabaseTarget, mode: GenerationMode) -> None:
+    app = create_app(db_target.settings(admin_token=ADMIN, client_token=CLIENT))
+    with serve_in_thread(app) as url:
+        schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert len(operations) >= 17
+        failures = [failure for op in operations if (failure := _fuzz(op, mode)) is not None]
+    assert not failures, f"{len(failures)} of {len(operations)} operations fail:\n\n" + "\n\n".join(failures)
