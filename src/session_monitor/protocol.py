@@ -45,25 +45,37 @@ def _printable(value: str) -> str:
     return value
 
 
+PRINTABLE_FORMAT = "printable"
+"""OpenAPI ``format`` of every free-text field: no control (Cc), surrogate (Cs) or unassigned (Cn) code point.
+
+JSON Schema cannot say "assigned in Unicode" with a pattern of reasonable size, so the rule has a name."""
+
+_PRINTABLE_SCHEMA = Field(json_schema_extra={"format": PRINTABLE_FORMAT})
+"""Declares :func:`_printable` in the schema; put it beside every ``AfterValidator(_printable)``."""
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
 
 
-Text = Annotated[str, AfterValidator(_printable)]
+Text = Annotated[str, AfterValidator(_printable), _PRINTABLE_SCHEMA]
 AppName = Annotated[
-    str, Field(min_length=1, max_length=MAX_APP_NAME), AfterValidator(_printable), AfterValidator(_not_blank)
+    str,
+    Field(min_length=1, max_length=MAX_APP_NAME, json_schema_extra={"format": PRINTABLE_FORMAT, "pattern": r"\S"}),
+    AfterValidator(_printable),
+    AfterValidator(_not_blank),
 ]
-UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(_printable)]
-HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(_printable)]
-TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(_printable)]
+UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(_printable), _PRINTABLE_SCHEMA]
+HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(_printable), _PRINTABLE_SCHEMA]
+TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(_printable), _PRINTABLE_SCHEMA]
 Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATUS_PATTERN)]
 INT32_MAX = 2**31 - 1
 """Largest value of an ``Integer`` column (PostgreSQL ``int4``): pids and command ids."""
 
 Pid = Annotated[int, Field(ge=0, le=INT32_MAX)]
-Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable)]
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable), _PRINTABLE_SCHEMA]
 
 Visibility = Literal["visible", "hidden"]
 """``document.visibilityState`` as the page last reported it (a frozen page reports nothing)."""
@@ -221,8 +233,8 @@ KILL = "kill"
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 SessionIdField = Annotated[str, Field(min_length=1, max_length=MAX_SESSION_ID, pattern=SESSION_ID_PATTERN)]
-ShortText = Annotated[str, Field(max_length=64), AfterValidator(_printable)]
-CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(_printable)]
+ShortText = Annotated[str, Field(max_length=64), AfterValidator(_printable), _PRINTABLE_SCHEMA]
+CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(_printable), _PRINTABLE_SCHEMA]
 
 
 def _utc(value: datetime) -> datetime:

@@ -11,7 +11,15 @@ from fastapi.responses import Response
 from pydantic import AfterValidator
 
 from session_monitor.errors import SessionNotFound
-from session_monitor.protocol import MAX_APP_NAME, MAX_HOST, MAX_SESSION_ID, MAX_USER_ID, SESSION_ID_PATTERN, _printable
+from session_monitor.protocol import (
+    MAX_APP_NAME,
+    MAX_HOST,
+    MAX_SESSION_ID,
+    MAX_USER_ID,
+    PRINTABLE_FORMAT,
+    SESSION_ID_PATTERN,
+    _printable,
+)
 
 _SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
 
@@ -36,22 +44,28 @@ SessionId = Annotated[str, Path(description="Session id as returned by POST /ses
 
 AppFilter = Annotated[
     str | None,
-    Query(max_length=MAX_APP_NAME, description="Only this app."),
+    Query(max_length=MAX_APP_NAME, description="Only this app.", json_schema_extra={"format": PRINTABLE_FORMAT}),
     AfterValidator(lambda v: v if v is None else _printable(v)),
 ]
 UserFilter = Annotated[
     str | None,
-    Query(max_length=MAX_USER_ID, description="Only this user."),
+    Query(max_length=MAX_USER_ID, description="Only this user.", json_schema_extra={"format": PRINTABLE_FORMAT}),
     AfterValidator(lambda v: v if v is None else _printable(v)),
 ]
 HostFilter = Annotated[
     str | None,
-    Query(max_length=MAX_HOST, description="Only sessions on this host."),
+    Query(
+        max_length=MAX_HOST, description="Only sessions on this host.", json_schema_extra={"format": PRINTABLE_FORMAT}
+    ),
     AfterValidator(lambda v: v if v is None else _printable(v)),
 ]
 SearchFilter = Annotated[
     str | None,
-    Query(max_length=200, description="Substring of id, app, user, task or host."),
+    Query(
+        max_length=200,
+        description="Substring of id, app, user, task or host.",
+        json_schema_extra={"format": PRINTABLE_FORMAT},
+    ),
     AfterValidator(lambda v: v if v is None else _printable(v)),
 ]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]

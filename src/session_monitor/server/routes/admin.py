@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 
-from session_monitor.protocol import AuditList, SessionList
+from session_monitor.protocol import MAX_ACTOR, PRINTABLE_FORMAT, AuditList, SessionList, _printable
 from session_monitor.server.deps import AdminDep, StoreDep
 from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SearchFilter, UserFilter
@@ -46,7 +47,11 @@ async def list_audit(
     store: StoreDep,
     _: AdminDep,
     action: Annotated[ActionFilter | None, Query(description="Only this action.")] = None,
-    actor: Annotated[str | None, Query(max_length=100, pattern=r"^[\w .@:-]+$", description="Only this actor.")] = None,
+    actor: Annotated[
+        str | None,
+        Query(max_length=MAX_ACTOR, description="Only this actor.", json_schema_extra={"format": PRINTABLE_FORMAT}),
+        AfterValidator(lambda v: v if v is None else _printable(v)),
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> JSONBytes:

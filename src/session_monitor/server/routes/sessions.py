@@ -18,6 +18,7 @@ from pydantic import AfterValidator, AwareDatetime
 from session_monitor import defaults
 from session_monitor.protocol import (
     MAX_APP_NAME,
+    PRINTABLE_FORMAT,
     CleanupResponse,
     KillAllResponse,
     KillRequest,
@@ -140,7 +141,12 @@ async def kill_session(
 async def kill_all_sessions(
     app_name: Annotated[
         str,
-        Path(min_length=1, max_length=MAX_APP_NAME, description="URL-encoded app name; may contain / ? #."),
+        Path(
+            min_length=1,
+            max_length=MAX_APP_NAME,
+            description="URL-encoded app name; may contain / ? #.",
+            json_schema_extra={"format": PRINTABLE_FORMAT},
+        ),
         AfterValidator(_printable),
     ],
     store: StoreDep,
