@@ -165,3 +165,23 @@ def test_api_workflows_match_the_schema(db_target: DatabaseTarget) -> None:
                 # FailureGroup); the next suite carries on with its own seed.
                 interrupted += 1
         assert interrupted < STATEFUL_SUITES, "every stateful suite was cut short: no workflow ran to the end"
+
+
+def test_openapi_declares_the_error_bodies_the_server_sends() -> None:
+    """FastAPI's default 422 (``detail`` as an array) is replaced by ours; every operation lists its errors."""
+    document = create_app().openapi()
+    components = document["components"]["schemas"]
+    assert "HTTPValidationError" not in components
+    assert components["ValidationErrorBody"]["properties"]["detail"]["type"] == "string"
+    assert components["ErrorBody"]["required"] == ["detail"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            assert {"400", "413", "421", "503"} <= declared, (method, path, declared)
+            if operation.get("parameters") or "requestBody" in operation:
+                body = operation["responses"]["422"]["content"]["application/json"]["schema"]
+                assert body == {"$ref": "#/components/schemas/ValidationErrorBody"}, (method, path)
+            if method in ("post", "put", "delete"):
+                assert {"401", "403", "507"} <= declared, (method, path, declared)
+            if "{session_id}" in path:
+                assert "404" in declared, (method, path)

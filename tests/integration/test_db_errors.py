@@ -196,3 +196,24 @@ async def test_postgres_full_disk_is_507_and_reported_by_healthz(pg_database: st
         finally:
             await asyncio.sleep(0)
             await pg_admin(f"DROP TABLESPACE IF EXISTS {name}")
+
+
+@pytest.mark.parametrize(
+    ("changed_since", "status"),
+    [
+        ("0001-01-01T00:00:00Z", 200),  # before anything changed: every session
+        ("0001-01-01T00:00:00+05:00", 422),  # year 0 in UTC
+        ("9999-12-31T23:59:59Z", 200),
+        ("9999-12-31T23:59:59-05:00", 422),  # year 10000 in UTC
+    ],
+)
+async def test_changed_since_at_the_ends_of_time(db_target: DatabaseTarget, changed_since: str, status: int) -> None:
+    async with serving(db_target.settings()) as client:
+        created = await client.post("/sessions", json={"app_name": "a"})
+        response = await client.get("/sessions", params={"changed_since": changed_since})
+        assert response.status_code == status, response.text
+        if status == 200:
+            ids = {s["session_id"] for s in response.json()["sessions"]}
+            assert ids == ({created.json()["session_id"]} if changed_since.startswith("0001") else set())
+        else:
+            assert "out of range once converted to UTC" in response.json()["detail"]

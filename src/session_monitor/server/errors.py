@@ -63,7 +63,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     current: BaseException | None = exc
     while current is not None and current not in seen:
         seen.append(current)
-        nxt = getattr(current, "orig", None) if isinstance(current, sqlalchemy.exc.DBAPIError) else None
+        nxt = getattr(current, "orig", None) if isinstance(current, sqlalchemy.exc.StatementError) else None
         current = nxt if isinstance(nxt, BaseException) else (current.__cause__ or current.__context__)
     return seen
 
@@ -192,8 +192,8 @@ def install_error_handlers(app: FastAPI, health: WriteHealth) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _database(_: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
+    @app.exception_handler(sqlalchemy.exc.StatementError)  # DBAPIError, or a value no bind parameter takes
+    async def _database(_: Request, exc: sqlalchemy.exc.StatementError) -> JSONResponse:
         return database_error_response(exc, health)
 
     @app.exception_handler(OSError)

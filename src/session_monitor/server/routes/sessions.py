@@ -9,11 +9,11 @@ matched before the client's ``DELETE /sessions/{session_id}``.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator
 
 from session_monitor import defaults
 from session_monitor.protocol import (
@@ -25,6 +25,7 @@ from session_monitor.protocol import (
     SessionList,
     SessionOut,
     StatusResponse,
+    UTCTime,
     _printable,
 )
 from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, StoreDep, as_actor
@@ -47,6 +48,7 @@ router = APIRouter(tags=["sessions"])
 MAX_CLEANUP_MINUTES = 60 * 24 * 366
 """``older_than_minutes`` above a year is refused instead of overflowing."""
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 StateFilter = Literal["idle", "running", "disconnected", "stale"]
 
 
@@ -61,7 +63,7 @@ async def list_sessions(
     limit: Annotated[int | None, Query(ge=1, le=100_000, description="Page size; all when absent.")] = None,
     offset: Offset = 0,
     changed_since: Annotated[
-        AwareDatetime | None,
+        UTCTime | None,
         Query(
             description="A `cursor` from an earlier answer: only sessions changed since then, ended ones "
             "included (their `state` is `ended`: drop them), plus `agent_last_seen`. Combines with app, "
@@ -78,7 +80,9 @@ async def list_sessions(
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
-    changes = await list_changes(store, changed_since, filters)
+    # Nothing changed before the epoch; an earlier cursor means "everything" and must not underflow the
+    # stale-window arithmetic (0001-01-01 minus the stale threshold).
+    changes = await list_changes(store, max(changed_since, EPOCH), filters)
     return JSONBytes(
         {
             "sessions": changes.sessions,
