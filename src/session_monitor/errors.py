@@ -1,15 +1,21 @@
-"""Every error this package raises.
+"""Every error this package raises to its callers.
 
-Hierarchy (callers branch on these; nothing else is raised on purpose)::
+Hierarchy (callers branch on these)::
 
     SessionMonitorError
     ├── ConfigError (also ValueError)   bad configuration or argument
-    ├── ServerUnavailable               the monitor server cannot be reached or is failing
-    ├── AuthError                       the server refused our token (401/403)
+    ├── RequestFailed                   a call to the server's REST API failed (``status_code``: its answer's)
+    │   ├── ServerUnavailable           the monitor server cannot be reached, timed out or answered with a 5xx
+    │   └── AuthError                   the server refused our credentials (401/403)
     ├── SessionNotFound                 no live session with that id
     │   └── SessionEnded                the session existed but has ended
     ├── JobCancelled                    a pool job was cancelled (its session ended, Cancel, pool shut down)
     └── JobFailed                       a pool job's worker died, or its result could not be pickled
+
+Outside the tree, on purpose: ``session_monitor.pool.JobInterrupted`` is raised *into* a pool job's own code
+to stop it (a ``BaseException``, like ``KeyboardInterrupt``), never to a caller; a misuse (a cancel token used
+outside a job, a closed store) raises ``RuntimeError``. The tracker never raises for the monitor's sake: it
+works offline. The server answers HTTP errors, and the CLI exits with a message.
 """
 
 from __future__ import annotations
@@ -23,12 +29,23 @@ class ConfigError(SessionMonitorError, ValueError):
     """A setting or argument is invalid; the message names it and says why."""
 
 
-class ServerUnavailable(SessionMonitorError):
-    """The monitor server could not be reached, timed out or answered with a 5xx."""
+class RequestFailed(SessionMonitorError):
+    """A call to the monitor server's REST API failed; the message says why, with the server's own ``detail``.
+
+    ``status_code`` is the HTTP status of the server's answer, ``None`` when there was none.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
-class AuthError(SessionMonitorError):
-    """The monitor server refused the request's credentials."""
+class ServerUnavailable(RequestFailed):
+    """The monitor server could not be reached, timed out or answered with a 5xx: trying again later may work."""
+
+
+class AuthError(RequestFailed):
+    """The monitor server refused the request's credentials (401) or its rights (403): check the token."""
 
 
 class SessionNotFound(SessionMonitorError):

@@ -7,11 +7,12 @@ and dashboard keep working.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from session_monitor.text import printable
 
 API_VERSION = "1"
 
@@ -37,21 +38,13 @@ LIVE_STATES: tuple[str, ...] = ("idle", "running", "disconnected", "stale")
 END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit")
 
 
-def _printable(value: str) -> str:
-    """Reject control, surrogate and unassigned code points: they break terminals, logs and PostgreSQL text."""
-    for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Cn"):
-            raise ValueError(f"must not contain control or invalid characters (found U+{ord(ch):04X})")
-    return value
-
-
 PRINTABLE_FORMAT = "printable"
 """OpenAPI ``format`` of every free-text field: no control (Cc), surrogate (Cs) or unassigned (Cn) code point.
 
 JSON Schema cannot say "assigned in Unicode" with a pattern of reasonable size, so the rule has a name."""
 
 _PRINTABLE_SCHEMA = Field(json_schema_extra={"format": PRINTABLE_FORMAT})
-"""Declares :func:`_printable` in the schema; put it beside every ``AfterValidator(_printable)``."""
+"""Declares :func:`~session_monitor.text.printable` in the schema; put it beside every ``AfterValidator(printable)``."""
 
 
 def _not_blank(value: str) -> str:
@@ -60,22 +53,22 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_printable), _PRINTABLE_SCHEMA]
+Text = Annotated[str, AfterValidator(printable), _PRINTABLE_SCHEMA]
 AppName = Annotated[
     str,
     Field(min_length=1, max_length=MAX_APP_NAME, json_schema_extra={"format": PRINTABLE_FORMAT, "pattern": r"\S"}),
-    AfterValidator(_printable),
+    AfterValidator(printable),
     AfterValidator(_not_blank),
 ]
-UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(_printable), _PRINTABLE_SCHEMA]
-HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(_printable), _PRINTABLE_SCHEMA]
-TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(_printable), _PRINTABLE_SCHEMA]
+UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(printable), _PRINTABLE_SCHEMA]
+HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(printable), _PRINTABLE_SCHEMA]
+TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(printable), _PRINTABLE_SCHEMA]
 Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATUS_PATTERN)]
 INT32_MAX = 2**31 - 1
 """Largest value of an ``Integer`` column (PostgreSQL ``int4``): pids and command ids."""
 
 Pid = Annotated[int, Field(ge=0, le=INT32_MAX)]
-Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(_printable), _PRINTABLE_SCHEMA]
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(printable), _PRINTABLE_SCHEMA]
 
 Visibility = Literal["visible", "hidden"]
 """``document.visibilityState`` as the page last reported it (a frozen page reports nothing)."""
@@ -233,8 +226,8 @@ KILL = "kill"
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 SessionIdField = Annotated[str, Field(min_length=1, max_length=MAX_SESSION_ID, pattern=SESSION_ID_PATTERN)]
-ShortText = Annotated[str, Field(max_length=64), AfterValidator(_printable), _PRINTABLE_SCHEMA]
-CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(_printable), _PRINTABLE_SCHEMA]
+ShortText = Annotated[str, Field(max_length=64), AfterValidator(printable), _PRINTABLE_SCHEMA]
+CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(printable), _PRINTABLE_SCHEMA]
 
 
 def _utc(value: datetime) -> datetime:

@@ -147,6 +147,7 @@ def test_every_error_derives_from_session_monitor_error() -> None:
     assert {c.__name__ for c in classes} >= {
         "SessionMonitorError",
         "ConfigError",
+        "RequestFailed",
         "ServerUnavailable",
         "AuthError",
         "SessionNotFound",
@@ -160,3 +161,38 @@ def test_every_error_derives_from_session_monitor_error() -> None:
 def test_exported_errors_are_the_errors_module_classes() -> None:
     for name in ("ConfigError", "ServerUnavailable", "SessionMonitorError", "SessionNotFound"):
         assert getattr(session_monitor, name) is getattr(errors, name)
+
+
+def _drawn_tree() -> dict[str, str | None]:
+    """Each class of the hierarchy drawn in ``errors``' docstring, with the class it is drawn under."""
+    lines = errors.__doc__.split("::", 1)[1].strip("\n").splitlines()  # type: ignore[union-attr]
+    parents: dict[str, str | None] = {}
+    stack: list[str] = []
+    for line in lines:
+        if not line.strip():
+            break
+        body = line.lstrip(" │├└─")
+        depth = (len(line) - len(body)) // 4 - 1  # "    SessionMonitorError" is depth 0; each level is 4 wide
+        name = body.split()[0]
+        stack[depth:] = [name]
+        parents[name] = stack[depth - 1] if depth > 0 else None
+    return parents
+
+
+def test_the_drawn_error_tree_is_the_real_one() -> None:
+    drawn = _drawn_tree()
+    real = {
+        name: next((b.__name__ for b in value.__bases__ if issubclass(b, errors.SessionMonitorError)), None)
+        for name, value in vars(errors).items()
+        if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == errors.__name__
+    }
+    assert drawn == real
+
+
+def test_the_dashboard_client_raises_errors_of_the_tree() -> None:
+    from session_monitor.dashboard import client
+
+    raised = [value for value in vars(client).values() if inspect.isclass(value) and issubclass(value, Exception)]
+    assert {cls.__module__ for cls in raised} <= {errors.__name__}  # it defines no exception class of its own
+    assert issubclass(errors.ServerUnavailable, errors.RequestFailed)
+    assert issubclass(errors.AuthError, errors.RequestFailed)

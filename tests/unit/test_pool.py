@@ -35,6 +35,18 @@ def worker_arrays(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any]:
     return arrays
 
 
+# -- the package's names -------------------------------------------------------------------------------------------
+
+
+def test_the_public_names_are_the_modules_own():
+    assert sorted(pool.__all__) == sorted(set(pool.__all__)) and set(pool.__all__) <= set(dir(pool))
+    assert pool.for_session is pool_jobs.for_session and pool.PoolStatus is pool_jobs.PoolStatus
+    assert pool.CancelToken is pool_worker.CancelToken and pool.current_token is pool_worker.current_token
+    assert pool.JobCancelled.__module__ == "session_monitor.errors"
+    with pytest.raises(AttributeError, match="no attribute 'Engine'"):
+        _ = pool.Engine  # the engine is not part of the public face
+
+
 # -- settings --------------------------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """The dashboard's only way to the server: its REST API over httpx, with the admin token kept server-side.
 
-Every call raises :class:`ApiError` with the server's own ``detail`` (or why it could not be reached), so the
-dashboard can show it; nothing is swallowed here.
+Every call raises :class:`~session_monitor.errors.RequestFailed` with the server's own ``detail`` (or why it could
+not be reached), so the dashboard can show it; nothing is swallowed here. ``ServerUnavailable`` (unreachable, timed
+out, 5xx) and ``AuthError`` (401/403) are the two kinds of it that a caller may treat apart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from session_monitor._version import __version__
+from session_monitor.errors import AuthError, RequestFailed, ServerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +27,6 @@ ACTOR_HEADER = "X-Session-Monitor-Actor"
 
 TIMEOUT_S = 10.0
 """Longest the dashboard waits for one API answer."""
-
-
-class ApiError(Exception):
-    """An API call failed: the server refused (``status``) or could not be reached (``status`` is None)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -86,15 +80,21 @@ class ApiClient:
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TimeoutException:
-            raise ApiError(f"the monitor server at {self.api_url} did not answer within {TIMEOUT_S:g} s") from None
+            raise ServerUnavailable(
+                f"the monitor server at {self.api_url} did not answer within {TIMEOUT_S:g} s"
+            ) from None
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach the monitor server at {self.api_url}: {exc}") from None
+            raise ServerUnavailable(f"cannot reach the monitor server at {self.api_url}: {exc}") from None
         if not response.is_success:
-            raise ApiError(f"the server refused ({response.status_code}): {_detail(response)}", response.status_code)
+            status = response.status_code
+            kind = AuthError if status in (401, 403) else ServerUnavailable if status >= 500 else RequestFailed
+            raise kind(f"the server refused ({status}): {_detail(response)}", status)
         try:
             data = _loads(response.content)
         except ValueError:
-            raise ApiError(f"the server answered {method} {path} with something that is not JSON") from None
+            raise RequestFailed(
+                f"the server answered {method} {path} with something that is not JSON", response.status_code
+            ) from None
         return Fetched(data, time.perf_counter() - started, len(response.content))
 
     # -- reads ---------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class SessionFeed:
     """At most this share of the time is spent waiting on the list: a slow answer spaces the next fetch."""
     full_reload_s: float = FULL_RELOAD_S
     latest: Fetched | None = None
-    error: ApiError | None = None
+    error: RequestFailed | None = None
     fetched_at: float = 0.0
     full_fetches: int = 0
     delta_fetches: int = 0
@@ -168,7 +168,7 @@ class SessionFeed:
             if time.monotonic() - self.fetched_at >= max(self.max_age_s, spent / self.max_load - spent):
                 try:
                     self.latest, self.error = await self._fetch(), None
-                except ApiError as exc:
+                except RequestFailed as exc:
                     self.error, self._cursor = exc, None
                     logger.warning("cannot list sessions: %s", exc)
                 self.fetched_at = time.monotonic()

@@ -19,9 +19,10 @@ from bokeh.models import ColumnDataSource, FactorRange, Legend  # type: ignore[a
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
-from session_monitor.dashboard.client import ApiClient, ApiError
+from session_monitor.dashboard.client import ApiClient
 from session_monitor.dashboard.model import parse_time
 from session_monitor.dashboard.safe import escaped
+from session_monitor.errors import RequestFailed
 from session_monitor.protocol import END_REASONS
 
 WINDOWS: dict[str, tuple[float, float]] = {"Last hour": (3600.0, 60.0), "Last day": (86400.0, 900.0)}
@@ -121,7 +122,7 @@ class PlotsView:
         try:
             hour = await self.client.timeline(*WINDOWS["Last hour"])
             day = await self.client.timeline(*WINDOWS["Last day"])
-        except ApiError as exc:
+        except RequestFailed as exc:
             self.status.object = f'<span style="color:#cf222e">{escaped(exc)}</span>'
             return
         self.status.object = f"updated {now:%H:%M:%S}"

@@ -20,8 +20,9 @@ import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
 
 from session_monitor.dashboard import model
-from session_monitor.dashboard.client import ApiClient, ApiError, SessionFeed
+from session_monitor.dashboard.client import ApiClient, SessionFeed
 from session_monitor.dashboard.safe import escaped, notify
+from session_monitor.errors import RequestFailed
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class SessionsView:
     async def refresh(self) -> None:
         try:
             fetched = await self.feed.get()
-        except ApiError as exc:
+        except RequestFailed as exc:
             self.summary.object = f'<span style="color:#cf222e">{escaped(exc)}</span> (retrying every second)'
             return
         started = time.perf_counter()
@@ -331,7 +332,7 @@ class SessionsView:
             return
         try:
             await action()
-        except ApiError as exc:
+        except RequestFailed as exc:
             self._report(f"Failed: {escaped(exc)}", error=True)
         self.feed.fetch_soon()  # show the outcome at the next refresh, not a second later
 

@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
 
-from session_monitor.dashboard.client import ApiError
 from session_monitor.dashboard.model import fmt_duration, fmt_time, parse_time, seen_band, text
 from session_monitor.dashboard.safe import escaped
+from session_monitor.errors import RequestFailed
 
 Row = tuple[str, ...]
 
@@ -124,7 +124,7 @@ class RecordsView:
     async def refresh(self) -> None:
         try:
             records = await self.fetch()
-        except ApiError as exc:
+        except RequestFailed as exc:
             self.status.object = f'<span style="color:#cf222e">{escaped(exc)}</span>'
             return
         now = datetime.now(UTC)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from session_monitor.protocol import MAX_ACTOR, _printable
+from session_monitor.protocol import MAX_ACTOR
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.metrics import Metrics
 from session_monitor.server.security import Principal, bearer, client_addr, token_matches
@@ -18,6 +18,7 @@ from session_monitor.server.settings import Settings
 from session_monitor.store import Store
 from session_monitor.store.agents import AgentStore
 from session_monitor.store.repository import Actor
+from session_monitor.text import printable
 
 ACTOR_HEADER = "x-session-monitor-actor"
 
@@ -52,7 +53,7 @@ def _principal(request: Request, settings: Settings) -> Principal:
     claimed = request.headers.get(ACTOR_HEADER)
     if claimed is not None:
         try:
-            claimed = _printable(claimed.strip())[:MAX_ACTOR] or None
+            claimed = printable(claimed.strip())[:MAX_ACTOR] or None
         except ValueError as exc:
             raise HTTPException(400, f"invalid {ACTOR_HEADER} header: {exc}") from None
     remote = client_addr(request.scope)

@@ -18,8 +18,8 @@ from session_monitor.protocol import (
     MAX_USER_ID,
     PRINTABLE_FORMAT,
     SESSION_ID_PATTERN,
-    _printable,
 )
+from session_monitor.text import printable
 
 _SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
 
@@ -45,19 +45,19 @@ SessionId = Annotated[str, Path(description="Session id as returned by POST /ses
 AppFilter = Annotated[
     str | None,
     Query(max_length=MAX_APP_NAME, description="Only this app.", json_schema_extra={"format": PRINTABLE_FORMAT}),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 UserFilter = Annotated[
     str | None,
     Query(max_length=MAX_USER_ID, description="Only this user.", json_schema_extra={"format": PRINTABLE_FORMAT}),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 HostFilter = Annotated[
     str | None,
     Query(
         max_length=MAX_HOST, description="Only sessions on this host.", json_schema_extra={"format": PRINTABLE_FORMAT}
     ),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 SearchFilter = Annotated[
     str | None,
@@ -66,6 +66,6 @@ SearchFilter = Annotated[
         description="Substring of id, app, user, task or host.",
         json_schema_extra={"format": PRINTABLE_FORMAT},
     ),
-    AfterValidator(lambda v: v if v is None else _printable(v)),
+    AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]

@@ -7,11 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import AfterValidator
 
-from session_monitor.protocol import MAX_ACTOR, PRINTABLE_FORMAT, AuditList, SessionList, _printable
+from session_monitor.protocol import MAX_ACTOR, PRINTABLE_FORMAT, AuditList, SessionList
 from session_monitor.server.deps import AdminDep, StoreDep
 from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SearchFilter, UserFilter
 from session_monitor.store import SessionFilters
+from session_monitor.text import printable
 
 router = APIRouter(tags=["history and audit"])
 
@@ -50,7 +51,7 @@ async def list_audit(
     actor: Annotated[
         str | None,
         Query(max_length=MAX_ACTOR, description="Only this actor.", json_schema_extra={"format": PRINTABLE_FORMAT}),
-        AfterValidator(lambda v: v if v is None else _printable(v)),
+        AfterValidator(lambda v: v if v is None else printable(v)),
     ] = None,
     limit: Limit = 100,
     offset: Offset = 0,

@@ -26,7 +26,6 @@ from session_monitor.protocol import (
     SessionOut,
     StatusResponse,
     UTCTime,
-    _printable,
 )
 from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, StoreDep, as_actor
 from session_monitor.server.errors import READ, READ_SESSION, WRITE_CLIENT, WRITE_SESSION
@@ -42,6 +41,7 @@ from session_monitor.server.routes._common import (
 )
 from session_monitor.store import SessionFilters
 from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
+from session_monitor.text import printable
 
 router = APIRouter(tags=["sessions"])
 
@@ -151,7 +151,7 @@ async def kill_all_sessions(
             description="URL-encoded app name; may contain / ? #.",
             json_schema_extra={"format": PRINTABLE_FORMAT},
         ),
-        AfterValidator(_printable),
+        AfterValidator(printable),
     ],
     store: StoreDep,
     hub: HubDep,
