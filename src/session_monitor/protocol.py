@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from session_monitor.text import printable
 
@@ -67,7 +67,20 @@ Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATU
 INT32_MAX = 2**31 - 1
 """Largest value of an ``Integer`` column (PostgreSQL ``int4``): pids and command ids."""
 
-Pid = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Strict = Field(strict=True)
+"""A value of another JSON type than the schema's is refused, not coerced (``"pid": false`` was stored as 0)."""
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's ``integer``: a number without a fractional part (``12.0`` too); not a boolean or a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JSONInt = Annotated[int, BeforeValidator(_json_integer)]
+Pid = Annotated[JSONInt, Field(ge=0, le=INT32_MAX)]
+Flag = Annotated[bool, Strict]
 Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(printable), _PRINTABLE_SCHEMA]
 
 Visibility = Literal["visible", "hidden"]
@@ -237,7 +250,13 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("out of range once converted to UTC") from None
 
 
-UTCTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+def _text_time(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time string with its offset")  # not a number of seconds
+    return value
+
+
+UTCTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_utc)]
 """A timestamp from an agent: with its offset (a naive one raised a 500), converted to UTC."""
 
 
@@ -248,8 +267,8 @@ class AgentInfo(_Request):
     pid: Pid
     command: CommandLine = ""
     versions: dict[ShortText, ShortText] = Field(default_factory=dict, max_length=16)
-    cpu_percent: float | None = Field(default=None, ge=0, le=100_000)
-    rss_bytes: int | None = Field(default=None, ge=0, le=2**50)
+    cpu_percent: float | None = Field(default=None, ge=0, le=100_000, strict=True)
+    rss_bytes: JSONInt | None = Field(default=None, ge=0, le=2**50)
     started_at: UTCTime
 
 
@@ -287,8 +306,8 @@ class SyncRequest(_Request):
     """
 
     agent: AgentInfo
-    full: bool = False
-    exiting: bool = False
+    full: Flag = False
+    exiting: Flag = False
     sessions: list[TrackedSession] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
     ended: list[SessionEnd] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
 

@@ -15,19 +15,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
 import hypothesis
 import pytest
 import schemathesis
 import schemathesis.specs.openapi.checks
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import APIOperation
 
-from session_monitor.protocol import PRINTABLE_FORMAT
 from session_monitor.server import create_app
 from session_monitor.server.routes.agents import MAX_WAIT_S
+from tests import contract_hooks  # noqa: F401  (format: printable)
 from tests.conftest import DatabaseTarget
 from tests.helpers import serve_in_thread
 
@@ -40,10 +40,6 @@ EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_EXAMPLES", "40"))
 STATEFUL_EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_SCENARIOS", "30"))
 STATEFUL_SUITES = 4
 SEED = 1
-
-schemathesis.openapi.format(
-    PRINTABLE_FORMAT, st.text(st.characters(exclude_categories=("Cc", "Cs", "Cn")))
-)  # the schema's name for "no control, surrogate or unassigned code point" (see protocol.PRINTABLE_FORMAT)
 
 CROSS_PARAMETER_RULES = {
     "GET /sessions": "`changed_since` cannot be combined with status, q, limit or offset",
@@ -185,3 +181,40 @@ def test_openapi_declares_the_error_bodies_the_server_sends() -> None:
                 assert {"401", "403", "507"} <= declared, (method, path, declared)
             if "{session_id}" in path:
                 assert "404" in declared, (method, path)
+
+
+async def test_requests_of_the_wrong_json_type_are_refused(client: httpx.AsyncClient) -> None:
+    """The schema says integer, string date-time: a boolean pid or a number for a time is not silently coerced."""
+    for body in ({"app_name": "a", "pid": False}, {"app_name": "a", "pid": "12"}, {"app_name": "a", "user_id": 5}):
+        response = await client.post("/sessions", json=body)
+        assert response.status_code == 422, (body, response.text)
+    # JSON Schema's integer includes 12.0.
+    assert (await client.post("/sessions", json={"app_name": "a", "pid": 12.0})).status_code == 200
+    agent = {"host": "h", "pid": 1, "started_at": "2026-01-01T00:00:00Z"}
+    ended = {"session_id": "s-1", "reason": "closed", "ended_at": 1767225600}
+    response = await client.post("/agents/agent-0001/sync", json={"agent": agent, "ended": [ended]})
+    assert response.status_code == 422, response.text
+    assert (await client.post("/agents/agent-0001/sync", json={"agent": agent})).status_code == 200
+
+
+async def test_app_name_with_a_line_break_is_invalid_not_unrouted(client: httpx.AsyncClient) -> None:
+    response = await client.post("/apps/a%0Ab/kill-all")
+    assert response.status_code == 422, response.text
+    assert "U+000A" in response.json()["detail"]
+
+
+async def test_method_not_allowed_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """``GET`` and ``DELETE /sessions/{id}`` live in two routers; the 405's ``Allow`` names both."""
+    response = await client.request("OPTIONS", "/sessions/abc")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "DELETE"}
+
+
+async def test_a_repeated_query_parameter_is_refused(client: httpx.AsyncClient) -> None:
+    """The schema declares one value per parameter; ``?app=a&app=b`` kept ``b`` silently."""
+    response = await client.get("/sessions?app=a&app=b&limit=5")
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {"loc": ["query", "app"], "msg": "given more than once; give it once", "type": "repeated"}
+    ]
+    assert (await client.get("/sessions?app=a&limit=5")).status_code == 200

@@ -25,7 +25,9 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Route
 
 from session_monitor.errors import SessionNotFound
 from session_monitor.protocol import ErrorBody, ValidationErrorBody
@@ -174,6 +176,23 @@ def database_error_response(exc: BaseException, health: WriteHealth) -> JSONResp
     return JSONResponse({"detail": "internal database error"}, status_code=500)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of the routes on this path: Starlette's 405 names only the first route's, and a path's
+    methods may live in two routers (``GET`` and ``DELETE /sessions/{id}``)."""
+    methods: set[str] = set()
+    pending: list[BaseRoute] = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.160 keeps included routers whole
+        if isinstance(included, APIRouter):
+            pending.extend(included.routes)
+        elif (
+            isinstance(route, Route | APIRoute) and route.methods and route.matches(request.scope)[0] is not Match.NONE
+        ):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI, health: WriteHealth) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -189,8 +208,11 @@ def install_error_handlers(app: FastAPI, health: WriteHealth) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(sqlalchemy.exc.StatementError)  # DBAPIError, or a value no bind parameter takes
     async def _database(_: Request, exc: sqlalchemy.exc.StatementError) -> JSONResponse:

@@ -10,11 +10,19 @@ from pydantic import AfterValidator
 from session_monitor.protocol import MAX_ACTOR, PRINTABLE_FORMAT, AuditList, SessionList
 from session_monitor.server.deps import AdminDep, StoreDep
 from session_monitor.server.errors import READ_ADMIN
-from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SearchFilter, UserFilter
+from session_monitor.server.routes._common import (
+    AppFilter,
+    HostFilter,
+    JSONBytes,
+    Offset,
+    SearchFilter,
+    SingleValuedQuery,
+    UserFilter,
+)
 from session_monitor.store import SessionFilters
 from session_monitor.text import printable
 
-router = APIRouter(tags=["history and audit"])
+router = APIRouter(tags=["history and audit"], dependencies=[SingleValuedQuery])
 
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
 EndReasonFilter = Literal["closed", "browser_lost", "killed", "expired", "process_exit"]

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Path, Query, Request
 from session_monitor.protocol import AGENT_ID_PATTERN, INT32_MAX, AgentList, CommandBatch, SyncRequest, SyncResponse
 from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
 from session_monitor.server.errors import READ_ADMIN, READ_CLIENT, WRITE_CLIENT
-from session_monitor.server.routes._common import JSONBytes
+from session_monitor.server.routes._common import JSONBytes, SingleValuedQuery
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], dependencies=[SingleValuedQuery])
 
 MAX_WAIT_S = 60.0
 """Longest a command long-poll is held open."""

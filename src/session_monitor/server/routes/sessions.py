@@ -36,6 +36,7 @@ from session_monitor.server.routes._common import (
     Offset,
     SearchFilter,
     SessionId,
+    SingleValuedQuery,
     UserFilter,
     checked_session_id,
 )
@@ -43,7 +44,7 @@ from session_monitor.store import SessionFilters
 from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
 from session_monitor.text import printable
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], dependencies=[SingleValuedQuery])
 
 MAX_CLEANUP_MINUTES = 60 * 24 * 366
 """``older_than_minutes`` above a year is refused instead of overflowing."""
@@ -137,7 +138,7 @@ async def kill_session(
 
 
 @router.post(
-    "/apps/{app_name:path}/kill-all",
+    "/apps/{app_name:anypath}/kill-all",
     response_model=KillAllResponse,
     summary="Kill all of an app",
     responses=WRITE_CLIENT,

@@ -8,10 +8,10 @@ from fastapi import APIRouter, HTTPException, Query
 
 from session_monitor.server.deps import AdminDep, StoreDep
 from session_monitor.server.errors import READ_ADMIN
-from session_monitor.server.routes._common import JSONBytes
+from session_monitor.server.routes._common import JSONBytes, SingleValuedQuery
 from session_monitor.store import stats
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], dependencies=[SingleValuedQuery])
 
 MAX_BUCKETS = 2000
 """Most points one timeline answer holds (``window_s / step_s``)."""
