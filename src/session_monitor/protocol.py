@@ -78,8 +78,10 @@ def _json_integer(value: object) -> object:
     return value
 
 
-JSONInt = Annotated[int, BeforeValidator(_json_integer)]
-Pid = Annotated[JSONInt, Field(ge=0, le=INT32_MAX)]
+JSONInteger = BeforeValidator(_json_integer)
+"""Put it after the bounds (``Annotated[int, Field(ge=...), JSONInteger]``): before them, they leave the schema."""
+
+Pid = Annotated[int, Field(ge=0, le=INT32_MAX), JSONInteger]
 Flag = Annotated[bool, Strict]
 Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(printable), _PRINTABLE_SCHEMA]
 
@@ -268,7 +270,7 @@ class AgentInfo(_Request):
     command: CommandLine = ""
     versions: dict[ShortText, ShortText] = Field(default_factory=dict, max_length=16)
     cpu_percent: float | None = Field(default=None, ge=0, le=100_000, strict=True)
-    rss_bytes: JSONInt | None = Field(default=None, ge=0, le=2**50)
+    rss_bytes: Annotated[int, Field(ge=0, le=2**50), JSONInteger] | None = None
     started_at: UTCTime
 
 

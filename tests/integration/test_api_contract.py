@@ -12,6 +12,7 @@ range are sent as generated.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -170,6 +171,8 @@ def test_openapi_declares_the_error_bodies_the_server_sends() -> None:
     assert "HTTPValidationError" not in components
     assert components["ValidationErrorBody"]["properties"]["detail"]["type"] == "string"
     assert components["ErrorBody"]["required"] == ["detail"]
+    raw = [key for key in ("ge", "le", "gt", "lt") if f'"{key}":' in json.dumps(document)]
+    assert not raw, f"constraints left as pydantic keywords instead of JSON Schema: {raw}"
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             declared = set(operation["responses"])
