@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator
+from starlette.background import BackgroundTask
 
 from session_monitor import defaults
 from session_monitor.protocol import (
@@ -41,7 +43,7 @@ from session_monitor.server.routes._common import (
     checked_session_id,
 )
 from session_monitor.store import SessionFilters
-from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
+from session_monitor.store.changes import CURSOR_OVERLAP
 from session_monitor.text import printable
 
 router = APIRouter(tags=["sessions"], dependencies=[SingleValuedQuery])
@@ -71,19 +73,24 @@ async def list_sessions(
             "user and host, not with status, q, limit or offset."
         ),
     ] = None,
-) -> JSONBytes:
+) -> Response:
     """Live sessions, newest first, with computed ``duration_seconds``, ``is_stale`` and ``state``."""
     filters = SessionFilters(app=app, state=status, user=user, host=host, search=q)
     cursor = store.clock() - CURSOR_OVERLAP
     if changed_since is None:
-        rows, total = await store.list_sessions(filters, limit=limit, offset=offset)
-        return JSONBytes({"sessions": rows, "total": total, "cursor": cursor})
+        # Rows rendered as JSON by the database; a long listing is streamed, chunk by chunk.
+        listing = await store.list_sessions_json(filters, limit=limit, offset=offset)
+        body = listing.document({"cursor": cursor})
+        if isinstance(body, bytes):
+            return Response(body, media_type="application/json")
+        # The background task frees the read connection even if the client leaves before the body starts.
+        return StreamingResponse(body, media_type="application/json", background=BackgroundTask(listing.close))
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
     # Nothing changed before the epoch; an earlier cursor means "everything" and must not underflow the
     # stale-window arithmetic (0001-01-01 minus the stale threshold).
-    changes = await list_changes(store, max(changed_since, EPOCH), filters)
+    changes = await store.list_changes(max(changed_since, EPOCH), filters)
     return JSONBytes(
         {
             "sessions": changes.sessions,
@@ -112,8 +119,8 @@ async def cleanup_stale_sessions(
 @router.get(
     "/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended", responses=READ_SESSION
 )
-async def get_session(session_id: SessionId, store: StoreDep) -> JSONBytes:
-    return JSONBytes(await store.get_session(checked_session_id(session_id)))
+async def get_session(session_id: SessionId, store: StoreDep) -> Response:
+    return Response(await store.get_session_json(checked_session_id(session_id)), media_type="application/json")
 
 
 @router.post(
