@@ -30,6 +30,10 @@ Sessions of Panel apps register here, report their status and learn when an
 operator kills them. The first endpoints are wire-compatible with the
 prototype's; with tokens configured, admin actions need
 `Authorization: Bearer <admin token>` and client calls the client token.
+
+Errors are `{"detail": "<what is wrong>"}` (a 422 adds `errors`, one entry per field). Free text has
+`format: printable`: no control, surrogate or unassigned Unicode code point. 503 means the database does
+not answer (retry); 507 that its disk is full (writes refused until space is freed; `/healthz` says so).
 """
 
 
