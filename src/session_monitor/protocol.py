@@ -253,9 +253,20 @@ def _utc(value: datetime) -> datetime:
 
 
 def _text_time(value: object) -> object:
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an ISO 8601 date-time string with its offset")  # not a number of seconds
+    """An ISO 8601 string (or a datetime): pydantic would also read a number, or a string of digits, as Unix time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _is_number(value):
+        raise ValueError("must be an ISO 8601 date-time string with its offset")
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 UTCTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_utc)]

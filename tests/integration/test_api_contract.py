@@ -195,8 +195,12 @@ async def test_requests_of_the_wrong_json_type_are_refused(client: httpx.AsyncCl
     assert (await client.post("/sessions", json={"app_name": "a", "pid": 12.0})).status_code == 200
     agent = {"host": "h", "pid": 1, "started_at": "2026-01-01T00:00:00Z"}
     ended = {"session_id": "s-1", "reason": "closed", "ended_at": 1767225600}
-    response = await client.post("/agents/agent-0001/sync", json={"agent": agent, "ended": [ended]})
-    assert response.status_code == 422, response.text
+    for ended_at in (1767225600, "1767225600"):
+        body = {"agent": agent, "ended": [{**ended, "ended_at": ended_at}]}
+        response = await client.post("/agents/agent-0001/sync", json=body)
+        assert response.status_code == 422, response.text
+    # A query's date-time is text too: digits are not a Unix time.
+    assert (await client.get("/sessions", params={"changed_since": "3173490"})).status_code == 422
     assert (await client.post("/agents/agent-0001/sync", json={"agent": agent})).status_code == 200
 
 
