@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from session_monitor.text import printable
 
@@ -39,22 +39,52 @@ LIVE_STATES: tuple[str, ...] = ("idle", "running", "disconnected", "stale")
 END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit", "process_lost")
 
 
+PRINTABLE_FORMAT = "printable"
+"""OpenAPI ``format`` of every free-text field: no control (Cc), surrogate (Cs) or unassigned (Cn) code point.
+
+JSON Schema cannot say "assigned in Unicode" with a pattern of reasonable size, so the rule has a name."""
+
+_PRINTABLE_SCHEMA = Field(json_schema_extra={"format": PRINTABLE_FORMAT})
+"""Declares :func:`~session_monitor.text.printable` in the schema; put it beside every ``AfterValidator(printable)``."""
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
 
 
-Text = Annotated[str, AfterValidator(printable)]
+Text = Annotated[str, AfterValidator(printable), _PRINTABLE_SCHEMA]
 AppName = Annotated[
-    str, Field(min_length=1, max_length=MAX_APP_NAME), AfterValidator(printable), AfterValidator(_not_blank)
+    str,
+    Field(min_length=1, max_length=MAX_APP_NAME, json_schema_extra={"format": PRINTABLE_FORMAT, "pattern": r"\S"}),
+    AfterValidator(printable),
+    AfterValidator(_not_blank),
 ]
-UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(printable)]
-HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(printable)]
-TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(printable)]
+UserId = Annotated[str, Field(max_length=MAX_USER_ID), AfterValidator(printable), _PRINTABLE_SCHEMA]
+HostName = Annotated[str, Field(min_length=1, max_length=MAX_HOST), AfterValidator(printable), _PRINTABLE_SCHEMA]
+TaskName = Annotated[str, Field(max_length=MAX_TASK), AfterValidator(printable), _PRINTABLE_SCHEMA]
 Status = Annotated[str, Field(min_length=1, max_length=MAX_STATUS, pattern=STATUS_PATTERN)]
-Pid = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(printable)]
+INT32_MAX = 2**31 - 1
+"""Largest value of an ``Integer`` column (PostgreSQL ``int4``): pids and command ids."""
+
+Strict = Field(strict=True)
+"""A value of another JSON type than the schema's is refused, not coerced (``"pid": false`` was stored as 0)."""
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's ``integer``: a number without a fractional part (``12.0`` too); not a boolean or a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JSONInteger = BeforeValidator(_json_integer)
+"""Put it after the bounds (``Annotated[int, Field(ge=...), JSONInteger]``): before them, they leave the schema."""
+
+Pid = Annotated[int, Field(ge=0, le=INT32_MAX), JSONInteger]
+Flag = Annotated[bool, Strict]
+Reason = Annotated[str, Field(max_length=MAX_REASON), AfterValidator(printable), _PRINTABLE_SCHEMA]
 
 Visibility = Literal["visible", "hidden"]
 """``document.visibilityState`` as the page last reported it (a frozen page reports nothing)."""
@@ -175,7 +205,9 @@ class AuditList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable", "disk_full"] = Field(
+        description="`unavailable`: it does not answer; `disk_full`: it answers reads but refuses writes."
+    )
     version: str
     api_version: str = API_VERSION
 
@@ -183,8 +215,20 @@ class Health(BaseModel):
 class ErrorBody(BaseModel):
     """Every error response: ``detail`` says what is wrong in one line."""
 
-    detail: str
-    errors: list[dict[str, Any]] | None = None
+    detail: str = Field(description="What is wrong, in one line.")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: `body`, `query`, `path` or `header`, then the field's path.")
+    msg: str = Field(description="What is wrong with it.")
+    type: str = Field(description="A stable name for the kind of error (`greater_than_equal`, `missing`, ...).")
+
+
+class ValidationErrorBody(BaseModel):
+    """422: ``detail`` sums up the first few problems in one line; ``errors`` lists each (never the input)."""
+
+    detail: str = Field(description="`field: problem` for the first few problems, in one line.")
+    errors: list[FieldError] = Field(default_factory=list)
 
 
 # -- agent protocol: one agent per Panel process --------------------------------------------------------------------
@@ -198,8 +242,8 @@ KILL = "kill"
 
 AgentId = Annotated[str, Field(pattern=AGENT_ID_PATTERN)]
 SessionIdField = Annotated[str, Field(min_length=1, max_length=MAX_SESSION_ID, pattern=SESSION_ID_PATTERN)]
-ShortText = Annotated[str, Field(max_length=64), AfterValidator(printable)]
-CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(printable)]
+ShortText = Annotated[str, Field(max_length=64), AfterValidator(printable), _PRINTABLE_SCHEMA]
+CommandLine = Annotated[str, Field(max_length=1000), AfterValidator(printable), _PRINTABLE_SCHEMA]
 
 
 def _utc(value: datetime) -> datetime:
@@ -209,7 +253,24 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("out of range once converted to UTC") from None
 
 
-UTCTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+def _text_time(value: object) -> object:
+    """An ISO 8601 string (or a datetime): pydantic would also read a number, or a string of digits, as Unix time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _is_number(value):
+        raise ValueError("must be an ISO 8601 date-time string with its offset")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+UTCTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_utc)]
 """A timestamp from an agent: with its offset (a naive one raised a 500), converted to UTC."""
 
 
@@ -220,8 +281,8 @@ class AgentInfo(_Request):
     pid: Pid
     command: CommandLine = ""
     versions: dict[ShortText, ShortText] = Field(default_factory=dict, max_length=16)
-    cpu_percent: float | None = Field(default=None, ge=0, le=100_000)
-    rss_bytes: int | None = Field(default=None, ge=0, le=2**50)
+    cpu_percent: float | None = Field(default=None, ge=0, le=100_000, strict=True)
+    rss_bytes: Annotated[int, Field(ge=0, le=2**50), JSONInteger] | None = None
     started_at: UTCTime
 
 
@@ -259,8 +320,8 @@ class SyncRequest(_Request):
     """
 
     agent: AgentInfo
-    full: bool = False
-    exiting: bool = False
+    full: Flag = False
+    exiting: Flag = False
     sessions: list[TrackedSession] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
     ended: list[SessionEnd] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
 

@@ -7,19 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
 
-import sqlalchemy.exc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
 from session_monitor import defaults
 from session_monitor._version import __version__
-from session_monitor.errors import SessionNotFound
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.coordination import PgCoordinator
+from session_monitor.server.errors import COMMON_ERRORS, WriteHealth, error_responses, install_error_handlers
 from session_monitor.server.lost import LossWatch, run_loss_watch
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
@@ -37,49 +32,11 @@ Sessions of Panel apps register here, report their status and learn when an
 operator kills them. The first endpoints are wire-compatible with the
 prototype's; with tokens configured, admin actions need
 `Authorization: Bearer <admin token>` and client calls the client token.
+
+Errors are `{"detail": "<what is wrong>"}` (a 422 adds `errors`, one entry per field). Free text has
+`format: printable`: no control, surrogate or unassigned Unicode code point. 503 means the database does
+not answer (retry); 507 that its disk is full (writes refused until space is freed; `/healthz` says so).
 """
-
-
-def _validation_message(errors: list[dict[str, Any]]) -> str:
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: it may be large, and it is someone else's text.
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": _validation_message(errors), "errors": errors}, status_code=422)
-
-    @app.exception_handler(SessionNotFound)
-    async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _database(_: Request, exc: sqlalchemy.exc.DBAPIError) -> JSONResponse:
-        logger.error("database error: %s", exc.orig if exc.orig is not None else exc)
-        return JSONResponse(
-            {"detail": "database unavailable, try again"}, status_code=503, headers={"Retry-After": "1"}
-        )
-
-    @app.exception_handler(OSError)
-    async def _os(_: Request, exc: OSError) -> JSONResponse:
-        logger.error("database connection failed: %s", exc)
-        return JSONResponse(
-            {"detail": "database unavailable, try again"}, status_code=503, headers={"Retry-After": "1"}
-        )
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -90,7 +47,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url, schema=settings.database_schema)
-        db.writer.on_batch = metrics.write_batch.observe
+
+        def on_batch(size: int) -> None:
+            metrics.write_batch.observe(size)
+            write_health.wrote(size)
+
+        db.writer.on_batch = on_batch
         try:
             await db.upgrade()
         except BaseException:
@@ -171,7 +133,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 await coordinator.close()
             await db.close()
 
-    app = FastAPI(title="panel-session-monitor", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="panel-session-monitor",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses=error_responses(*COMMON_ERRORS),
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.hub = hub = CommandHub()
@@ -179,7 +147,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.state.loss_watch = loss_watch = LossWatch(
         lost_after_s=settings.process_lost_after_s, warmup_s=settings.sync_interval_s
     )
-    _install_error_handlers(app)
+    app.state.write_health = write_health = WriteHealth()
+    install_error_handlers(app, write_health)
     app.include_router(sessions.router)  # first: DELETE /sessions/stale before DELETE /sessions/{session_id}
     app.include_router(session_client.router)
     app.include_router(agents.router)

@@ -88,7 +88,8 @@ class LatencyMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # ``:anypath`` (a path segment that may hold a line break) keeps the label it had as ``:path``.
+            template = (getattr(route, "path", None) or "unmatched").replace(":anypath}", ":path}")
             self.metrics.request_latency.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - start
             )

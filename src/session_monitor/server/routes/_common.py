@@ -6,15 +6,58 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Path, Query
+from fastapi import Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import AfterValidator
+from starlette.convertors import Convertor, register_url_convertor
 
 from session_monitor.errors import SessionNotFound
-from session_monitor.protocol import MAX_APP_NAME, MAX_HOST, MAX_SESSION_ID, MAX_USER_ID, SESSION_ID_PATTERN
+from session_monitor.protocol import (
+    MAX_APP_NAME,
+    MAX_HOST,
+    MAX_SESSION_ID,
+    MAX_USER_ID,
+    PRINTABLE_FORMAT,
+    SESSION_ID_PATTERN,
+)
 from session_monitor.text import printable
 
 _SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+
+
+class _AnyPath(Convertor[str]):
+    """``{name:anypath}``: like Starlette's ``path``, line breaks included.
+
+    With ``path`` (``.*``) a name holding a line break matched no route: a bare 404 "Not Found" instead of
+    the 422 that says which character is refused."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
+
+
+async def single_valued_query(request: Request) -> None:
+    """Every query parameter is one value: ``?app=a&app=b`` is refused (FastAPI would silently keep ``b``)."""
+    repeated = sorted({key for key in request.query_params if len(request.query_params.getlist(key)) > 1})
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", key), "msg": "given more than once; give it once", "type": "repeated"}
+                for key in repeated
+            ]
+        )
+
+
+SingleValuedQuery = Depends(single_valued_query)
+"""Router dependency of the routers with query parameters."""
 
 
 class JSONBytes(Response):
@@ -37,22 +80,28 @@ SessionId = Annotated[str, Path(description="Session id as returned by POST /ses
 
 AppFilter = Annotated[
     str | None,
-    Query(max_length=MAX_APP_NAME, description="Only this app."),
+    Query(max_length=MAX_APP_NAME, description="Only this app.", json_schema_extra={"format": PRINTABLE_FORMAT}),
     AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 UserFilter = Annotated[
     str | None,
-    Query(max_length=MAX_USER_ID, description="Only this user."),
+    Query(max_length=MAX_USER_ID, description="Only this user.", json_schema_extra={"format": PRINTABLE_FORMAT}),
     AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 HostFilter = Annotated[
     str | None,
-    Query(max_length=MAX_HOST, description="Only sessions on this host."),
+    Query(
+        max_length=MAX_HOST, description="Only sessions on this host.", json_schema_extra={"format": PRINTABLE_FORMAT}
+    ),
     AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 SearchFilter = Annotated[
     str | None,
-    Query(max_length=200, description="Substring of id, app, user, task or host."),
+    Query(
+        max_length=200,
+        description="Substring of id, app, user, task or host.",
+        json_schema_extra={"format": PRINTABLE_FORMAT},
+    ),
     AfterValidator(lambda v: v if v is None else printable(v)),
 ]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="Rows to skip.")]

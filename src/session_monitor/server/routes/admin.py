@@ -5,20 +5,31 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 
-from session_monitor.protocol import AuditList, SessionList
+from session_monitor.protocol import MAX_ACTOR, PRINTABLE_FORMAT, AuditList, SessionList
 from session_monitor.server.deps import AdminDep, StoreDep
-from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SearchFilter, UserFilter
+from session_monitor.server.errors import READ_ADMIN
+from session_monitor.server.routes._common import (
+    AppFilter,
+    HostFilter,
+    JSONBytes,
+    Offset,
+    SearchFilter,
+    SingleValuedQuery,
+    UserFilter,
+)
 from session_monitor.store import SessionFilters
+from session_monitor.text import printable
 
-router = APIRouter(tags=["history and audit"])
+router = APIRouter(tags=["history and audit"], dependencies=[SingleValuedQuery])
 
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
 EndReasonFilter = Literal["closed", "browser_lost", "killed", "expired", "process_exit", "process_lost"]
 ActionFilter = Literal["kill", "kill_all", "cleanup"]
 
 
-@router.get("/history", response_model=SessionList, summary="Ended sessions")
+@router.get("/history", response_model=SessionList, summary="Ended sessions", responses=READ_ADMIN)
 async def list_history(
     store: StoreDep,
     _: AdminDep,
@@ -40,12 +51,16 @@ async def list_history(
     return JSONBytes({"sessions": rows, "total": total})
 
 
-@router.get("/audit", response_model=AuditList, summary="Audit log of admin actions")
+@router.get("/audit", response_model=AuditList, summary="Audit log of admin actions", responses=READ_ADMIN)
 async def list_audit(
     store: StoreDep,
     _: AdminDep,
     action: Annotated[ActionFilter | None, Query(description="Only this action.")] = None,
-    actor: Annotated[str | None, Query(max_length=100, pattern=r"^[\w .@:-]+$", description="Only this actor.")] = None,
+    actor: Annotated[
+        str | None,
+        Query(max_length=MAX_ACTOR, description="Only this actor.", json_schema_extra={"format": PRINTABLE_FORMAT}),
+        AfterValidator(lambda v: v if v is None else printable(v)),
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> JSONBytes:

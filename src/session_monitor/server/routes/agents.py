@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from session_monitor.protocol import AGENT_ID_PATTERN, AgentList, CommandBatch, SyncRequest, SyncResponse
+from session_monitor.protocol import AGENT_ID_PATTERN, INT32_MAX, AgentList, CommandBatch, SyncRequest, SyncResponse
 from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
+from session_monitor.server.errors import READ_ADMIN, READ_CLIENT, WRITE_CLIENT
 from session_monitor.server.lost import LossWatchDep
-from session_monitor.server.routes._common import JSONBytes
+from session_monitor.server.routes._common import JSONBytes, SingleValuedQuery
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(tags=["agents"], dependencies=[SingleValuedQuery])
 
 MAX_WAIT_S = 60.0
 """Longest a command long-poll is held open."""
@@ -20,7 +21,9 @@ MAX_WAIT_S = 60.0
 AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="The agent's id (one per Panel process).")]
 
 
-@router.post("/agents/{agent_id}/sync", response_model=SyncResponse, summary="Agent sync (batched)")
+@router.post(
+    "/agents/{agent_id}/sync", response_model=SyncResponse, summary="Agent sync (batched)", responses=WRITE_CLIENT
+)
 async def sync(
     agent_id: AgentIdPath,
     body: SyncRequest,
@@ -50,7 +53,12 @@ async def sync(
     )
 
 
-@router.get("/agents/{agent_id}/commands", response_model=CommandBatch, summary="Commands for an agent (long-poll)")
+@router.get(
+    "/agents/{agent_id}/commands",
+    response_model=CommandBatch,
+    summary="Commands for an agent (long-poll)",
+    responses=READ_CLIENT,
+)
 async def commands(
     agent_id: AgentIdPath,
     agent_store: AgentStoreDep,
@@ -58,7 +66,9 @@ async def commands(
     request: Request,
     loss: LossWatchDep,
     _: ClientDep,
-    after: Annotated[int, Query(ge=0, le=2**62, description="The cursor of the previous answer.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="The cursor of the previous answer (a command id).")
+    ] = 0,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request open.")] = 0,
 ) -> JSONBytes:
     """Commands queued after ``after``; with ``wait``, held open until one arrives or ``wait`` runs out.
@@ -103,7 +113,9 @@ async def _disconnected(request: Request) -> None:
         return
 
 
-@router.get("/agents", response_model=AgentList, summary="Agents (Panel processes): system status")
+@router.get(
+    "/agents", response_model=AgentList, summary="Agents (Panel processes): system status", responses=READ_ADMIN
+)
 async def list_agents(
     agent_store: AgentStoreDep,
     _: AdminDep,

@@ -15,12 +15,13 @@ from fastapi import APIRouter
 
 from session_monitor.protocol import HeartbeatResponse, SessionCreate, SessionCreated, StatusResponse, StatusUpdate
 from session_monitor.server.deps import ClientDep, EnderDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.errors import WRITE_CLIENT, WRITE_SESSION
 from session_monitor.server.routes._common import SessionId, checked_session_id
 
 router = APIRouter(tags=["sessions"])
 
 
-@router.post("/sessions", response_model=SessionCreated, summary="Register a session")
+@router.post("/sessions", response_model=SessionCreated, summary="Register a session", responses=WRITE_CLIENT)
 async def create_session(body: SessionCreate, store: StoreDep, metrics: MetricsDep, _: ClientDep) -> SessionCreated:
     """Register a new live session; returns its id. The session starts ``idle``."""
     session_id = await store.create_session(
@@ -30,7 +31,9 @@ async def create_session(body: SessionCreate, store: StoreDep, metrics: MetricsD
     return SessionCreated(session_id=session_id)
 
 
-@router.delete("/sessions/{session_id}", response_model=StatusResponse, summary="End a session")
+@router.delete(
+    "/sessions/{session_id}", response_model=StatusResponse, summary="End a session", responses=WRITE_SESSION
+)
 async def delete_session(
     session_id: SessionId, store: StoreDep, metrics: MetricsDep, principal: EnderDep
 ) -> StatusResponse:
@@ -40,7 +43,9 @@ async def delete_session(
     return StatusResponse(status="deleted")
 
 
-@router.post("/sessions/{session_id}/heartbeat", response_model=HeartbeatResponse, summary="Heartbeat")
+@router.post(
+    "/sessions/{session_id}/heartbeat", response_model=HeartbeatResponse, summary="Heartbeat", responses=WRITE_SESSION
+)
 async def heartbeat(session_id: SessionId, store: StoreDep, metrics: MetricsDep, _: ClientDep) -> HeartbeatResponse:
     """Mark the session alive; the answer says whether an operator asked to kill it."""
     kill = await store.heartbeat(checked_session_id(session_id))
@@ -48,7 +53,9 @@ async def heartbeat(session_id: SessionId, store: StoreDep, metrics: MetricsDep,
     return HeartbeatResponse(kill_requested=kill)
 
 
-@router.put("/sessions/{session_id}/status", response_model=StatusResponse, summary="Update status")
+@router.put(
+    "/sessions/{session_id}/status", response_model=StatusResponse, summary="Update status", responses=WRITE_SESSION
+)
 async def update_status(session_id: SessionId, body: StatusUpdate, store: StoreDep, _: ClientDep) -> StatusResponse:
     """Set the session's status and current task (also counts as a heartbeat)."""
     await store.update_status(checked_session_id(session_id), body.status, body.current_task)

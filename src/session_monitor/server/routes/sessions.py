@@ -9,25 +9,28 @@ matched before the client's ``DELETE /sessions/{session_id}``.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator
 from starlette.background import BackgroundTask
 
 from session_monitor import defaults
 from session_monitor.protocol import (
     MAX_APP_NAME,
+    PRINTABLE_FORMAT,
     CleanupResponse,
     KillAllResponse,
     KillRequest,
     SessionList,
     SessionOut,
     StatusResponse,
+    UTCTime,
 )
 from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, ReaderDep, StoreDep, as_actor
+from session_monitor.server.errors import READ, READ_SESSION, WRITE_CLIENT, WRITE_SESSION
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
@@ -35,6 +38,7 @@ from session_monitor.server.routes._common import (
     Offset,
     SearchFilter,
     SessionId,
+    SingleValuedQuery,
     UserFilter,
     checked_session_id,
 )
@@ -42,15 +46,16 @@ from session_monitor.store import SessionFilters
 from session_monitor.store.changes import CURSOR_OVERLAP
 from session_monitor.text import printable
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], dependencies=[SingleValuedQuery])
 
 MAX_CLEANUP_MINUTES = 60 * 24 * 366
 """``older_than_minutes`` above a year is refused instead of overflowing."""
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 StateFilter = Literal["idle", "running", "disconnected", "stale"]
 
 
-@router.get("/sessions", response_model=SessionList, summary="List live sessions")
+@router.get("/sessions", response_model=SessionList, summary="List live sessions", responses=READ)
 async def list_sessions(
     store: StoreDep,
     _: ReaderDep,
@@ -62,7 +67,7 @@ async def list_sessions(
     limit: Annotated[int | None, Query(ge=1, le=100_000, description="Page size; all when absent.")] = None,
     offset: Offset = 0,
     changed_since: Annotated[
-        AwareDatetime | None,
+        UTCTime | None,
         Query(
             description="A `cursor` from an earlier answer: only sessions changed since then, ended ones "
             "included (their `state` is `ended`: drop them), plus `agent_last_seen`. Combines with app, "
@@ -84,7 +89,9 @@ async def list_sessions(
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
-    changes = await store.list_changes(changed_since, filters)
+    # Nothing changed before the epoch; an earlier cursor means "everything" and must not underflow the
+    # stale-window arithmetic (0001-01-01 minus the stale threshold).
+    changes = await store.list_changes(max(changed_since, EPOCH), filters)
     return JSONBytes(
         {
             "sessions": changes.sessions,
@@ -95,7 +102,7 @@ async def list_sessions(
     )
 
 
-@router.delete("/sessions/stale", response_model=CleanupResponse, summary="End silent sessions")
+@router.delete("/sessions/stale", response_model=CleanupResponse, summary="End silent sessions", responses=WRITE_CLIENT)
 async def cleanup_stale_sessions(
     store: StoreDep,
     metrics: MetricsDep,
@@ -110,12 +117,16 @@ async def cleanup_stale_sessions(
     return CleanupResponse(deleted_count=count)
 
 
-@router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
+@router.get(
+    "/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended", responses=READ_SESSION
+)
 async def get_session(session_id: SessionId, store: StoreDep, _: ReaderDep) -> Response:
     return Response(await store.get_session_json(checked_session_id(session_id)), media_type="application/json")
 
 
-@router.post("/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session")
+@router.post(
+    "/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session", responses=WRITE_SESSION
+)
 async def kill_session(
     session_id: SessionId,
     store: StoreDep,
@@ -134,11 +145,21 @@ async def kill_session(
     return StatusResponse(status="kill_requested")
 
 
-@router.post("/apps/{app_name:path}/kill-all", response_model=KillAllResponse, summary="Kill all of an app")
+@router.post(
+    "/apps/{app_name:anypath}/kill-all",
+    response_model=KillAllResponse,
+    summary="Kill all of an app",
+    responses=WRITE_CLIENT,
+)
 async def kill_all_sessions(
     app_name: Annotated[
         str,
-        Path(min_length=1, max_length=MAX_APP_NAME, description="URL-encoded app name; may contain / ? #."),
+        Path(
+            min_length=1,
+            max_length=MAX_APP_NAME,
+            description="URL-encoded app name; may contain / ? #.",
+            json_schema_extra={"format": PRINTABLE_FORMAT},
+        ),
         AfterValidator(printable),
     ],
     store: StoreDep,

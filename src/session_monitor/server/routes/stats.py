@@ -7,15 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from session_monitor.server.deps import AdminDep, StoreDep
-from session_monitor.server.routes._common import JSONBytes
+from session_monitor.server.errors import READ_ADMIN
+from session_monitor.server.routes._common import JSONBytes, SingleValuedQuery
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], dependencies=[SingleValuedQuery])
 
 MAX_BUCKETS = 2000
 """Most points one timeline answer holds (``window_s / step_s``)."""
 
 
-@router.get("/stats/timeline", summary="Live sessions per app over time; sessions ended by reason")
+@router.get(
+    "/stats/timeline", summary="Live sessions per app over time; sessions ended by reason", responses=READ_ADMIN
+)
 async def get_timeline(
     store: StoreDep,
     _: AdminDep,
