@@ -241,11 +241,12 @@ class Server:
     def command(self) -> list[str]:
         return ["session-monitor", "serve", "--port", str(self.port), "--database-url", self.database_url]
 
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "session_monitor", *self.command[1:]]
+
     def start(self) -> Server:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "session_monitor", *self.command[1:]], stdout=log, stderr=subprocess.STDOUT
-            )
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

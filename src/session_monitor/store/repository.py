@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from session_monitor.errors import SessionEnded, SessionNotFound
 from session_monitor.store.engine import Database
+from session_monitor.store.listing import SessionsJSON, join_rows, json_query
 from session_monitor.store.models import AuditRow, SessionRow, agents, audit_log, commands, sessions
 from session_monitor.store.render import SESSION_FROM, SessionRenderer, effective_heartbeat
 
@@ -61,7 +62,10 @@ class Actor:
 SYSTEM = Actor("reaper")
 
 LIST_PARTITION_ROWS = 500
-"""Rows a listing fetches and renders between two turns of the event loop."""
+"""Rows a listing fetches and renders in Python between two turns of the event loop."""
+
+LIST_CHUNK_ROWS = 5_000
+"""Rows of a JSON listing fetched and sent at a time: a listing of 100,000 never holds them all."""
 
 
 def _audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target: str, **detail: Any) -> None:
@@ -357,27 +361,51 @@ class Store:
             )
         return cond
 
+    def _listing(
+        self, filters: SessionFilters, *, live: bool, limit: int | None, offset: int, now: datetime, as_json: bool
+    ) -> tuple[sa.Select[Any], sa.Select[Any] | None]:
+        """The listing's query and, for a page, its count query (otherwise the rows are counted)."""
+        cond = self._where(filters, live=live, now=now)
+        order = [(sessions.c.start_time if live else sessions.c.ended_at, True), (sessions.c.session_id, False)]
+        if as_json:
+            query = json_query(
+                self.db.dialect, now, self.stale_after, where=cond, order=order, limit=limit, offset=offset
+            )
+        else:
+            query = (
+                self.select_sessions()
+                .where(*cond)
+                .order_by(*(col.desc() if desc else col for col, desc in order))
+                .limit(limit)
+                .offset(offset or None)
+            )
+        if limit is None and not offset:
+            return query, None
+        return query, sa.select(sa.func.count()).select_from(SESSION_FROM).where(*cond)
+
     async def list_sessions(
         self, filters: SessionFilters, *, live: bool = True, limit: int | None = None, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
         """Sessions matching ``filters`` (live, or ended when ``live`` is false), newest first, and their total."""
         now = self.clock()
-        cond = self._where(filters, live=live, now=now)
-        order = sessions.c.start_time.desc() if live else sessions.c.ended_at.desc()
-        query = self.select_sessions().where(*cond).order_by(order, sessions.c.session_id)
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
+        query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=False)
 
-        count = sa.select(sa.func.count()).select_from(SESSION_FROM).where(*cond)
-        async with self.db.read_engine.connect() as conn:
-            rendered = await self.render_stream(conn, query, now)
-            if limit is None and not offset:
-                total = len(rendered)
-            else:
-                total = int((await conn.execute(count)).scalar_one())
-        return rendered, total
+        def render(rows: Sequence[Any]) -> list[dict[str, Any]]:
+            return [self.session_dict(r, now) for r in rows]
+
+        stream = await self.db.stream(query, render, chunk_rows=LIST_PARTITION_ROWS, count=count)
+        rendered = list(stream.first)
+        async for part in stream.rest():
+            rendered.extend(part)
+        return rendered, len(rendered) if stream.total is None else stream.total
+
+    async def list_sessions_json(
+        self, filters: SessionFilters, *, live: bool = True, limit: int | None = None, offset: int = 0
+    ) -> SessionsJSON:
+        """What :meth:`list_sessions` lists, rendered by the database as JSON and streamed in chunks."""
+        now = self.clock()
+        query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=True)
+        return SessionsJSON(await self.db.stream(query, join_rows, chunk_rows=LIST_CHUNK_ROWS, count=count))
 
     async def render_stream(self, conn: AsyncConnection, query: sa.Select[Any], now: datetime) -> list[dict[str, Any]]:
         """The rendered rows of ``query`` (selected with ``self.columns``).
@@ -399,6 +427,18 @@ class Store:
             if row is None:
                 raise SessionNotFound(session_id)
             return self.session_dict(row, now)
+
+        return await self.db.read(fn)
+
+    async def get_session_json(self, session_id: str) -> bytes:
+        """:meth:`get_session` rendered by the database as JSON."""
+        query = json_query(self.db.dialect, self.clock(), self.stale_after, where=[sessions.c.session_id == session_id])
+
+        def fn(conn: sa.Connection) -> bytes:
+            body, n = join_rows(conn.execute(query).all())
+            if not n:
+                raise SessionNotFound(session_id)
+            return body
 
         return await self.db.read(fn)
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator, AwareDatetime
 
 from session_monitor import defaults
@@ -66,13 +67,17 @@ async def list_sessions(
             "user and host, not with status, q, limit or offset."
         ),
     ] = None,
-) -> JSONBytes:
+) -> Response:
     """Live sessions, newest first, with computed ``duration_seconds``, ``is_stale`` and ``state``."""
     filters = SessionFilters(app=app, state=status, user=user, host=host, search=q)
     cursor = store.clock() - CURSOR_OVERLAP
     if changed_since is None:
-        rows, total = await store.list_sessions(filters, limit=limit, offset=offset)
-        return JSONBytes({"sessions": rows, "total": total, "cursor": cursor})
+        # Rows rendered as JSON by the database; a long listing is streamed, chunk by chunk.
+        listing = await store.list_sessions_json(filters, limit=limit, offset=offset)
+        body = listing.document({"cursor": cursor})
+        if isinstance(body, bytes):
+            return Response(body, media_type="application/json")
+        return StreamingResponse(body, media_type="application/json")
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
@@ -103,8 +108,8 @@ async def cleanup_stale_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
-async def get_session(session_id: SessionId, store: StoreDep) -> JSONBytes:
-    return JSONBytes(await store.get_session(checked_session_id(session_id)))
+async def get_session(session_id: SessionId, store: StoreDep) -> Response:
+    return Response(await store.get_session_json(checked_session_id(session_id)), media_type="application/json")
 
 
 @router.post("/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session")

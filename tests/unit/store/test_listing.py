@@ -1,0 +1,243 @@
+"""Listings rendered by the database as JSON give, row by row, what the Python renderer gives.
+
+``Store.list_sessions`` (rows rendered in Python by ``SessionRenderer``) is the reference; the JSON path
+(``list_sessions_json``, ``get_session_json``) must match it field for field, value and type, on SQLite and
+PostgreSQL: timestamps with and without microseconds, rounding ties of the computed seconds, negative spans
+(a clock stepped back), agents' heartbeats, ended, killed, disconnected and running sessions, odd text.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from session_monitor.errors import SessionNotFound
+from session_monitor.store import Database, SessionFilters, Store, repository
+from session_monitor.store.models import agents, sessions
+from tests.conftest import DatabaseTarget, FakeClock
+
+STALE_AFTER_S = 120.0
+T0 = FakeClock().now
+
+
+@pytest.fixture
+async def store(db_target: DatabaseTarget, clock: FakeClock) -> AsyncIterator[Store]:
+    db = Database(db_target.url, schema=db_target.schema)
+    await db.upgrade()
+    yield Store(db, stale_after_s=STALE_AFTER_S, clock=clock)
+    await db.close()
+
+
+def _row(sid: str, **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in sessions.c.keys()}
+    row.update(
+        session_id=sid,
+        app_name="app",
+        start_time=T0 - timedelta(seconds=30),
+        last_heartbeat=T0 - timedelta(seconds=1),
+        status="idle",
+        kill_requested=False,
+        changed_at=T0 - timedelta(seconds=30),
+    )
+    row.update(values)
+    return row
+
+
+def _agent(agent_id: str, last_seen: datetime, exited_at: datetime | None = None) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "host": "h",
+        "pid": 1,
+        "command": "panel serve",
+        "versions": {},
+        "started_at": T0 - timedelta(hours=1),
+        "last_seen": last_seen,
+        "exited_at": exited_at,
+    }
+
+
+def _edge_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    us = timedelta(microseconds=1)
+    whole = T0 - timedelta(seconds=90)  # no fraction: written without ".000000"
+    rows = [
+        _row("proto-whole", start_time=whole, last_heartbeat=whole, changed_at=whole),
+        _row("proto-stale", last_heartbeat=T0 - timedelta(seconds=STALE_AFTER_S, microseconds=1)),
+        _row("proto-at-threshold", last_heartbeat=T0 - timedelta(seconds=STALE_AFTER_S)),
+        _row("tie-up", start_time=T0 - timedelta(seconds=1, microseconds=500)),
+        _row("tie-0.0005", start_time=T0 - 500 * us),
+        _row("tie-big", start_time=T0 - timedelta(days=3, seconds=7, microseconds=2500)),
+        _row("future-start", start_time=T0 + 400 * us, last_heartbeat=T0 + 400 * us),
+        _row("future-start-tie", start_time=T0 + timedelta(seconds=2, microseconds=500)),
+        _row(
+            "running",
+            status="running",
+            current_task='report "Q3" \\ <b>bold</b>\n\t\x01 é ☃ 😀',
+            task_started_at=T0 - timedelta(seconds=12, microseconds=345_500),
+        ),
+        _row("running-no-start", status="running", current_task="t"),
+        _row("running-future", status="running", task_started_at=T0 + timedelta(milliseconds=3)),
+        _row(
+            "agent-fresher",
+            agent_id="a1",
+            host="host-1",
+            pid=4242,
+            visibility="hidden",
+            last_heartbeat=T0 - timedelta(seconds=500),
+            last_interaction_at=T0 - timedelta(seconds=4, microseconds=1500),
+        ),
+        _row("agent-older", agent_id="a2", last_heartbeat=T0 - timedelta(seconds=3)),
+        _row("agent-exited", agent_id="a3", last_heartbeat=T0 - timedelta(seconds=200)),
+        _row("interaction-future", last_interaction_at=T0 + timedelta(seconds=5)),
+        _row("interaction-now", last_interaction_at=T0),
+        _row("disconnected", disconnected_at=T0 - timedelta(seconds=2), visibility="visible"),
+        _row(
+            "kill-pending",
+            kill_requested=True,
+            kill_requested_at=T0 - timedelta(seconds=1),
+            kill_requested_by="admin",
+            kill_reason="stop ‘now’",
+        ),
+        _row(
+            "ended-killed",
+            kill_requested=True,
+            kill_requested_at=T0 - timedelta(seconds=9),
+            kill_requested_by="admin",
+            ended_at=T0 - timedelta(seconds=8, microseconds=1500),
+            end_reason="killed",
+            ended_by="agent",
+            agent_id="a1",
+            status="running",
+            task_started_at=T0 - timedelta(seconds=20),
+            disconnected_at=T0 - timedelta(seconds=10),
+            last_interaction_at=T0 - timedelta(seconds=15, microseconds=500),
+        ),
+        _row("ended-before-start", ended_at=T0 - timedelta(seconds=40), end_reason="closed", ended_by="agent"),
+        _row(
+            "ended-interaction-after",
+            ended_at=T0 - timedelta(seconds=10),
+            end_reason="expired",
+            ended_by="reaper",
+            last_interaction_at=T0 - timedelta(seconds=5),
+        ),
+        _row("no-user", user_id=None, app_name="app/with?odd#chars", host=None),
+    ]
+    # Random spans to the microsecond: every rounding case of the computed seconds, ties included.
+    rng = random.Random(20261201)
+    for i in range(300):
+        start = T0 - timedelta(microseconds=rng.randrange(0, 10**10))
+        if i % 3 == 0:
+            start = start.replace(microsecond=(start.microsecond // 1000) * 1000 + 500)
+        ended = start + timedelta(microseconds=rng.randrange(0, 10**8)) if i % 5 == 0 else None
+        rows.append(
+            _row(
+                f"random-{i:03d}",
+                start_time=start,
+                last_heartbeat=start + timedelta(microseconds=rng.randrange(0, 10**9)),
+                status="running" if i % 2 else "idle",
+                task_started_at=start + timedelta(microseconds=rng.randrange(0, 10**6)) if i % 2 else None,
+                last_interaction_at=start + timedelta(microseconds=rng.randrange(0, 10**9)) if i % 4 else None,
+                ended_at=ended,
+                end_reason="closed" if ended else None,
+                agent_id=("a1", "a2", "a3", None)[i % 4],
+            )
+        )
+    agent_rows = [
+        _agent("a1", T0 - timedelta(seconds=2, microseconds=1)),
+        _agent("a2", T0 - timedelta(seconds=400)),
+        _agent("a3", T0 - timedelta(seconds=1), exited_at=T0 - timedelta(seconds=1)),
+    ]
+    return rows, agent_rows
+
+
+async def _seed(store: Store) -> list[str]:
+    rows, agent_rows = _edge_rows()
+
+    def op(conn: sa.Connection) -> None:
+        conn.execute(agents.insert(), agent_rows)
+        conn.execute(sessions.insert(), rows)
+
+    await store.db.write(op)
+    return [r["session_id"] for r in rows]
+
+
+async def _document(store: Store, filters: SessionFilters, **kwargs: Any) -> dict[str, Any]:
+    listing = await store.list_sessions_json(filters, **kwargs)
+    body = listing.document({"cursor": T0})
+    if not isinstance(body, bytes):
+        body = b"".join([chunk async for chunk in body])
+    result: dict[str, Any] = orjson.loads(body)
+    return result
+
+
+def _reference(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = orjson.loads(orjson.dumps(rows))
+    return result
+
+
+def _assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert [r["session_id"] for r in got] == [r["session_id"] for r in want], [
+        (g["session_id"], w["session_id"]) for g, w in zip(got, want) if g != w
+    ][:3]
+    for g, w in zip(got, want, strict=True):
+        assert list(g) == list(w), g["session_id"]
+        diff = {k: (g[k], w[k]) for k in w if g[k] != w[k] or type(g[k]) is not type(w[k])}
+        assert not diff, (g["session_id"], diff)
+
+
+@pytest.mark.parametrize("shift_s", [0.0, 0.0005, 61.25, 400.0])
+async def test_json_listing_matches_the_python_renderer(store: Store, clock: FakeClock, shift_s: float) -> None:
+    await _seed(store)
+    clock.advance(seconds=shift_s)
+    for live in (True, False):
+        want, total = await store.list_sessions(SessionFilters(), live=live)
+        doc = await _document(store, SessionFilters(), live=live)
+        _assert_same(doc["sessions"], _reference(want))
+        assert doc["total"] == total == len(want)
+        assert doc["cursor"] == orjson.loads(orjson.dumps(T0))
+
+
+async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _seed(store)
+    want, _ = await store.list_sessions(SessionFilters())
+    for chunk_rows in (1, 7, len(want), len(want) + 1):
+        monkeypatch.setattr(repository, "LIST_CHUNK_ROWS", chunk_rows)
+        listing = await store.list_sessions_json(SessionFilters())
+        body = listing.document({})
+        listing.close()
+        assert isinstance(body, bytes) == (chunk_rows > len(want))
+        doc = await _document(store, SessionFilters())
+        _assert_same(doc["sessions"], _reference(want))
+        assert doc["total"] == len(want)
+
+
+async def test_json_pages_and_filters_match(store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _seed(store)
+    monkeypatch.setattr(repository, "LIST_CHUNK_ROWS", 5)
+    cases = [
+        (SessionFilters(state="stale"), {}),
+        (SessionFilters(state="running"), {"limit": 9, "offset": 3}),
+        (SessionFilters(state="disconnected"), {}),
+        (SessionFilters(search="REPORT"), {}),
+        (SessionFilters(app="app"), {"limit": 50, "offset": 40}),
+        (SessionFilters(), {"offset": 10_000}),
+    ]
+    for filters, page in cases:
+        want, total = await store.list_sessions(filters, **page)
+        doc = await _document(store, filters, **page)
+        _assert_same(doc["sessions"], _reference(want))
+        assert doc["total"] == total
+
+
+async def test_one_session_as_json_matches(store: Store) -> None:
+    ids = await _seed(store)
+    for sid in ids[:40]:
+        want = _reference([await store.get_session(sid)])
+        _assert_same([orjson.loads(await store.get_session_json(sid))], want)
+    with pytest.raises(SessionNotFound):
+        await store.get_session_json("nope")
