@@ -4,7 +4,8 @@ It runs the pieces of the other benchmark modules as functions (each module also
 
 - ``ingest``: session heartbeats/s batched (agent sync) vs per-session (prototype path) on one server, both
   stores; 100,000 sessions at a 5 s sync interval (p95 sync latency); ``GET /sessions`` at 100,000; RSS.
-- ``server_throughput``: its seeding, server and latency client for ``GET /sessions`` at 1,000 and 10,000.
+- ``listing``: ``GET /sessions`` at 10,000 live sessions idle and beside 10 prototype-style heartbeat writers, and
+  at 100,000, on both stores, with the prototype-style baseline server (``prototype_server``) measured beside them.
 - ``replicas``: kill latency through the agent protocol on one replica and across two (PostgreSQL).
 - ``client_overhead``: the cost of ``with tracker.task("x")`` on the caller's thread.
 
@@ -15,7 +16,6 @@ Figures vary by about +-20 % between runs on a shared 2-core machine. No asserti
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shlex
 import sys
@@ -26,25 +26,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import client_overhead, ingest, replicas
-from benchmarks.server_throughput import Server, Timing, _latency, _seed, _table
+from benchmarks import client_overhead, ingest, listing, replicas
+from benchmarks.server_throughput import _table
 
 STORES = ("sqlite", "postgresql")
-
-
-def listing_latencies(kind: str, workdir: Path, pool: ProcessPoolExecutor, latency_s: float) -> dict[int, float]:
-    """``GET /sessions`` p50 (ms) at 1,000 and 10,000 live sessions, on one fresh server."""
-    out: dict[int, float] = {}
-    with ingest.database(kind, workdir) as url:
-        asyncio.run(_seed(url, 0, 1_000))
-        server = Server(url, workdir / f"listing-{kind}.log").start()
-        try:
-            out[1_000] = _latency(pool, server, Timing(0, 0, latency_s))["p50_ms"]
-            asyncio.run(_seed(url, 1_000, 9_000))
-            out[10_000] = _latency(pool, server, Timing(0, 0, latency_s))["p50_ms"]
-        finally:
-            server.stop()
-    return out
 
 
 def task_cost(quick: bool, workdir: Path) -> dict[str, float]:
@@ -72,7 +57,6 @@ def _ratio(value: float, baseline: float) -> str:
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
     ing: dict[str, dict[str, Any]] = results["ingest"]
-    lst: dict[str, dict[int, float]] = results["listing"]
 
     def both(fmt: str, get: Any) -> list[str]:
         return [fmt.format(get(ing[k])) if k in ing else "-" for k in STORES]
@@ -112,18 +96,10 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             "-",
         ]
     )
-    for n in (1_000, 10_000):
-        out.append(
-            [
-                f"GET /sessions p50 ms at {n:,}",
-                *[f"{lst[k][n]:,.1f}" if k in lst else "-" for k in STORES],
-                "target < 100 ms at 10,000" if n == 10_000 else "-",
-                "-",
-            ]
-        )
+    out.extend(listing.rows(results["listing"], [k for k in STORES if k in ing]))
     out.append(
         [
-            f"GET /sessions p50 ms at {ingest.AGENTS * ingest.SESSIONS_PER_AGENT + 1_000:,}",
+            f"GET /sessions p50 ms at {ingest.AGENTS * ingest.SESSIONS_PER_AGENT + 1_000:,} (agents' sessions)",
             *both("{:,.0f}", lambda r: r["listing"]["p50_ms"]),
             "-",
             "-",
@@ -175,16 +151,14 @@ def main() -> None:
     os.environ.setdefault("SESSION_MONITOR_DASHBOARD_PORT", "0")  # servers without their dashboard child
     timing = ingest.QUICK if args.quick else ingest.FULL
     print(f"command: {shlex.join(['python', '-m', 'benchmarks', *sys.argv[1:]])}; machine: nproc={os.cpu_count()}")
-    results: dict[str, Any] = {"listing": {}}
+    results: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp,
         ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool,
     ):
         workdir = Path(tmp)
         results["ingest"] = ingest.run(kinds, timing, pool, workdir)
-        for kind in kinds:
-            results["listing"][kind] = listing_latencies(kind, workdir, pool, timing.per_session.latency_s)
-            print(f"  [{kind}] GET /sessions at 1k and 10k: done", file=sys.stderr, flush=True)
+        results["listing"] = listing.run(kinds, listing.QUICK if args.quick else listing.FULL, pool, workdir)
         if "postgresql" in kinds:
             results["kills"] = replicas.measure(10 if args.quick else 40, workdir)
             print("  kill latency: done", file=sys.stderr, flush=True)

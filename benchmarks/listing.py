@@ -192,7 +192,7 @@ def rows(results: dict[str, dict[str, Any]], kinds: list[str]) -> list[list[str]
             "target < 60",
         ),
         line(
-            f"  meanwhile: the {WRITERS} writers' heartbeats/s", lambda r: r["writers"]["rate"], "{:,.0f}", "more is better"
+            f"  meanwhile: {WRITERS} writers' heartbeats/s", lambda r: r["writers"]["rate"], "{:,.0f}", "more is better"
         ),
         line(f"GET /sessions p50 ms at {LARGE:,}", lambda r: r["large"]["p50_ms"], "{:,.0f}", "target < 600"),
         line(f"  answer MB at {LARGE:,}", lambda r: r["large"]["size_mb"], "{:,.1f}", "-"),

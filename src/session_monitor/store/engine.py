@@ -49,6 +49,9 @@ UPGRADE_LOCK_KEY = 0x534D_5550
 MAX_BATCH = 512
 """Most writes applied in one transaction by the writer."""
 
+SQLITE_READ_CACHE_KIB = 16 * 1024
+"""SQLite read connections' page cache, which also bounds the memory a sort uses before it spills to disk."""
+
 READ_THREADS = 4
 """SQLite: read connections, each driven from a thread of its own pool (not the writer's executor)."""
 
@@ -461,6 +464,9 @@ def _configure_sqlite(engine: AsyncEngine | sa.Engine, *, immediate: bool) -> No
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if not immediate:
+            # A listing of 10,000 sorts 6 MB of rendered rows: in memory, not through temporary files.
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_READ_CACHE_KIB}")
         cursor.close()
 
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"

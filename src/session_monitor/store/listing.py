@@ -178,7 +178,7 @@ def _fields(
         odd = us % 1000 == 500
         return sa.case((sa.or_(us < 0, odd) if negative else sa.and_(us > 0, odd), us))
 
-    fixes = [
+    fixes: list[sa.ColumnElement[Any]] = [
         needs_python(duration_us, negative=True).label("duration_us"),
         needs_python(task_us, negative=True).label("task_us"),
         needs_python(idle_us, negative=False).label("idle_us"),
@@ -198,13 +198,14 @@ def json_query(
 ) -> sa.Select[Any]:
     """Sessions matching ``where``, ordered by ``(column, descending)`` pairs: a row's JSON text and, for each
     of :data:`FIX_FIELDS`, its microseconds where Python renders it (see :func:`join_rows`)."""
-    d: _Dialect = _SQLite(now) if dialect == "sqlite" else _PostgreSQL(now)
-    pairs, fixes = _fields(d, dialect, now, stale_after)
     if dialect == "sqlite":
-        row = sa.type_coerce(d.object(pairs), sa.String()).label("row")
+        lite = _SQLite(now)
+        pairs, fixes = _fields(lite, dialect, now, stale_after)
+        row = sa.type_coerce(lite.object(pairs), sa.String()).label("row")
         query = sa.select(row, *fixes).select_from(SESSION_FROM).where(*where)
         query = query.order_by(*(col.desc() if desc else col for col, desc in order))
         return query.limit(limit).offset(offset or None)
+    pairs, fixes = _fields(_PostgreSQL(now), dialect, now, stale_after)
     # PostgreSQL: row_to_json of a row of named columns is several times faster than json_build_object
     # (and writes no spaces); the rows are ordered by their keys before the JSON is built.
     keys = [col.label(f"_key{i}") for i, (col, _) in enumerate(order)]

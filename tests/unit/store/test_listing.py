@@ -182,7 +182,7 @@ def _reference(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
     assert [r["session_id"] for r in got] == [r["session_id"] for r in want], [
-        (g["session_id"], w["session_id"]) for g, w in zip(got, want) if g != w
+        (g["session_id"], w["session_id"]) for g, w in zip(got, want, strict=False) if g != w
     ][:3]
     for g, w in zip(got, want, strict=True):
         assert list(g) == list(w), g["session_id"]
