@@ -96,7 +96,7 @@ class Meter:
         self.ended_wall = ""
         """The same, as ISO 8601 UTC text."""
 
-    def add(self, span_ns: int, end_ns: int, fn: Any, *, counted: bool = True) -> None:
+    def add(self, span_ns: int, end_ns: int, fn: Any, counted: bool = True) -> None:
         """One callback ran ``span_ns`` on the loop thread, ending at ``end_ns`` (``perf_counter_ns``).
 
         ``counted=False``: a later step of a coroutine callback, already counted once.
@@ -105,11 +105,12 @@ class Meter:
         self.callbacks += counted
         sec = end_ns // _NS_PER_S
         i = sec % WINDOW_S
-        if self._bucket_sec[i] != sec:
-            self._bucket_sec[i] = sec
-            self._bucket_ns[i] = span_ns
-        else:
+        secs = self._bucket_sec
+        if secs[i] == sec:
             self._bucket_ns[i] += span_ns
+        else:
+            secs[i] = sec
+            self._bucket_ns[i] = span_ns
         if span_ns > self.slowest_ns:
             self.slowest_ns = span_ns
             self.slowest = fn

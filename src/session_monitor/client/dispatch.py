@@ -26,7 +26,7 @@ import threading
 import weakref
 from collections.abc import Callable, Generator
 from functools import wraps
-from time import perf_counter_ns
+from time import monotonic, perf_counter_ns
 from typing import Any
 
 import param.parameterized
@@ -37,7 +37,15 @@ from bokeh.server.session import ServerSession
 from session_monitor.client import cost, threads
 from session_monitor.client.loop import clear_running, rename_running, set_running
 
-_local = threading.local()
+class _Local(threading.local):
+    frame: list[Any] | None = None
+    """``[callable, ns]`` of the longest param watcher inside the dispatch running on this thread."""
+    sid: str | None = None
+    """The session of that dispatch."""
+
+
+_local = _Local()
+_meters = cost._meters
 _installed = False
 _install_lock = threading.Lock()
 _job_ids = itertools.count(1)
@@ -52,34 +60,38 @@ def document(session_id: str) -> Document | None:
 
 def current_session() -> str | None:
     """The session whose dispatch runs on this thread (a threads finder: jobs submitted there carry it)."""
-    return getattr(_local, "sid", None)
+    return _local.sid
 
 
 def _run(sid: str, fn: Any, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``call`` as ``sid``'s work on the loop, timed; ``fn`` names it. A coroutine result is timed by steps."""
     result = _step(sid, fn, call, *args, **kwargs)
-    if inspect.isawaitable(result):
+    if result is not None and inspect.isawaitable(result):
         return _TimedSteps(result, sid, fn)
     return result
 
 
 def _step(sid: str, fn: Any, call: Callable[..., Any], *args: Any, _first: bool = True, **kwargs: Any) -> Any:
-    """Run ``call`` as ``sid``'s work on the loop, timed (``_first``: a new callback, not a coroutine's next step)."""
-    if getattr(_local, "frame", None) is not None:  # already inside a timed dispatch of this thread
+    """Run ``call`` as ``sid``'s work on the loop, timed (``_first``: a new callback, not a coroutine's next step).
+
+    On every callback's path: kept to attribute reads, two clock reads and a few integer operations.
+    """
+    local = _local
+    if local.frame is not None:  # already inside a timed dispatch of this thread
         return call(*args, **kwargs)
-    meter = cost.meter(sid)
+    meter = _meters.get(sid) or cost.meter(sid)
     frame: list[Any] = [None, 0]
-    _local.frame, _local.sid = frame, sid
-    set_running(sid, cost.qualname(fn))
+    local.frame = frame
+    local.sid = sid
+    set_running(sid, fn, monotonic())
     start = perf_counter_ns()
     try:
-        result = call(*args, **kwargs)
+        return call(*args, **kwargs)
     finally:
         end = perf_counter_ns()
-        _local.frame = _local.sid = None
+        local.frame = local.sid = None
         clear_running()
-        meter.add(end - start, end, fn if frame[0] is None else frame[0], counted=_first)
-    return result
+        meter.add(end - start, end, fn if frame[0] is None else frame[0], _first)
 
 
 class _TimedSteps:
@@ -128,7 +140,7 @@ def _run_job(key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
     job_id = next(_job_ids)
     meter.job_started(job_id, fn)
     frame: list[Any] = [None, 0]
-    previous = getattr(_local, "frame", None)
+    previous = _local.frame
     _local.frame = frame
     start = perf_counter_ns()
     try:
@@ -140,6 +152,27 @@ def _run_job(key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
         meter.add_thread(span, fn if frame[0] is None else frame[0])
 
 
+_originals: list[tuple[Any, str, Any]] = []
+"""``(owner, name, original)`` of every attribute :func:`install` replaced."""
+
+
+def _replace(owner: Any, name: str, value: Any) -> None:
+    _originals.append((owner, name, owner.__dict__[name]))
+    setattr(owner, name, value)
+
+
+def uninstall() -> None:
+    """Put back what :func:`install` wrapped (the benchmark's untracked runs, tests)."""
+    global _installed
+    with _install_lock:
+        while _originals:
+            owner, name, original = _originals.pop()
+            setattr(owner, name, original)
+        threads.observe_jobs(None)
+        threads.remove_finder(current_session)
+        _installed = False
+
+
 def install() -> None:
     """Wrap Bokeh's session dispatch, param's watcher calls and executor jobs (once per process)."""
     global _installed
@@ -149,10 +182,11 @@ def install() -> None:
         _installed = True
     cls = ServerSession
     for name in ("_handle_patch", "_handle_push", "_handle_pull"):
-        setattr(cls, name, _timed_locked(getattr(cls, name).__wrapped__, named_by_arg=False))
-    cls.with_document_locked = _timed_locked(  # type: ignore[method-assign]
-        cls.with_document_locked.__wrapped__,  # type: ignore[attr-defined]
-        named_by_arg=True,
+        _replace(cls, name, _timed_locked(getattr(cls, name).__wrapped__, named_by_arg=False))
+    _replace(
+        cls,
+        "with_document_locked",
+        _timed_locked(cls.with_document_locked.__wrapped__, named_by_arg=True),  # type: ignore[attr-defined]
     )
 
     original_wrap = cls._wrap_document_callback
@@ -168,7 +202,7 @@ def install() -> None:
 
         return nolock_callback
 
-    cls._wrap_document_callback = _wrap_document_callback  # type: ignore[method-assign]
+    _replace(cls, "_wrap_document_callback", _wrap_document_callback)
 
     original_init = cls.__init__
 
@@ -177,7 +211,7 @@ def install() -> None:
         _documents[str(session_id)] = document
         original_init(self, session_id, document, *args, **kwargs)
 
-    cls.__init__ = __init__  # type: ignore[method-assign]
+    _replace(cls, "__init__", __init__)
 
     original_destroy = cls.destroy
 
@@ -186,18 +220,18 @@ def install() -> None:
         cost.mark_ended(str(self.id))
         original_destroy(self)
 
-    cls.destroy = destroy  # type: ignore[method-assign]
+    _replace(cls, "destroy", destroy)
 
     parameters = param.parameterized.Parameters
     original_execute = parameters._execute_watcher
 
     @wraps(original_execute)
     def _execute_watcher(self_: Any, watcher: Any, events: Any) -> Any:
-        frame = getattr(_local, "frame", None)
+        frame = _local.frame
         if frame is None:
             return original_execute(self_, watcher, events)
-        if frame[0] is None and getattr(_local, "sid", None) is not None:
-            rename_running(cost.qualname(watcher.fn))
+        if frame[0] is None and _local.sid is not None:
+            rename_running(watcher.fn)
         start = perf_counter_ns()
         try:
             return original_execute(self_, watcher, events)
@@ -206,7 +240,7 @@ def install() -> None:
             if span > frame[1]:
                 frame[0], frame[1] = watcher.fn, span
 
-    parameters._execute_watcher = _execute_watcher  # type: ignore[method-assign, assignment]
+    _replace(parameters, "_execute_watcher", _execute_watcher)
     threads.add_finder(current_session)
     threads.observe_jobs(_run_job)
     threads.install()

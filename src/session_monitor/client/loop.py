@@ -9,20 +9,26 @@ sees either the old or the new value, never a mix.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 Running = tuple[str, str, float]
 """``(session_id, qualname, started_at)``, ``started_at`` from :func:`time.monotonic`."""
 
-_running: Running | None = None
+_running: tuple[str, Any, float] | None = None
+"""What :func:`running` returns, the name possibly still a callable (named only if someone reads it)."""
 
 
-def set_running(session_id: str, qualname: str) -> None:
-    """The loop starts running ``qualname`` for ``session_id``."""
+def set_running(session_id: str, qualname: str | Any, started_at: float | None = None) -> None:
+    """The loop starts running ``qualname`` for ``session_id``.
+
+    ``qualname`` may be the callable itself: it is named only when :func:`running` is called (a watchdog
+    during a stall), which keeps naming off the path of every callback.
+    """
     global _running
-    _running = (session_id, qualname, time.monotonic())
+    _running = (session_id, qualname, time.monotonic() if started_at is None else started_at)
 
 
-def rename_running(qualname: str) -> None:
+def rename_running(qualname: str | Any) -> None:
     """The work in progress is better named ``qualname`` (a handler found inside it); its start is kept."""
     global _running
     current = _running
@@ -37,4 +43,12 @@ def clear_running() -> None:
 
 def running() -> Running | None:
     """The session work running on the loop now, if any."""
-    return _running
+    current = _running
+    if current is None:
+        return None
+    sid, name, started_at = current
+    if not isinstance(name, str):
+        from session_monitor.client.cost import qualname
+
+        name = qualname(name)
+    return (sid, name, started_at)
