@@ -37,6 +37,7 @@ from bokeh.server.session import ServerSession
 from session_monitor.client import cost, threads
 from session_monitor.client.loop import clear_running, rename_running, set_running
 
+
 class _Local(threading.local):
     frame: list[Any] | None = None
     """``[callable, ns]`` of the longest param watcher inside the dispatch running on this thread."""
