@@ -21,6 +21,7 @@ import panel as pn
 
 from session_monitor.dashboard import model
 from session_monitor.dashboard.client import ApiClient, SessionFeed
+from session_monitor.dashboard.costs import COST_TITLES
 from session_monitor.dashboard.safe import escaped, notify
 from session_monitor.errors import RequestFailed
 
@@ -44,6 +45,7 @@ TITLES = {
     "visibility": "Page",
     "idle": "Idle",
     "kill": "",
+    **COST_TITLES,
 }
 KILL_BUTTON = '<span style="color:#cf222e;font-weight:600">Kill</span>'
 
