@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from rich.console import Console
 from tests.helpers import wait_until
+
+from session_monitor import top
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Monitor, PanelServer
@@ -111,6 +114,16 @@ def _check_document_data(monitor: Monitor, pages: dict[str, Page], holder: str) 
             assert (rows[sid]["cost"]["doc_data_bytes"] or 0) < 1_000_000, rows[sid]["cost"]
 
 
+def _check_top_lists_the_blocker_first(monitor: Monitor, blocker: str) -> None:
+    """``session-monitor top``'s frame, from these real rows: the blocking session on the first line."""
+    console = Console(width=250, record=True, color_system=None)
+    console.print(top.render(list(_rows(monitor).values()), "l"))
+    lines = console.export_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("SESSION"))
+    assert lines[header + 1].startswith(blocker[:12]), lines
+    assert "block_two_seconds" in lines[header + 1]
+
+
 @pytest.mark.timeout(300)  # a minute of it waits for the pages' own setup to leave the 1-minute window
 def test_blocking_session_named_document_data_measured_and_leftovers_flagged(
     panel_server: Callable[..., PanelServer], monitor: Monitor, context: BrowserContext
@@ -125,6 +138,7 @@ def test_blocking_session_named_document_data_measured_and_leftovers_flagged(
     # interval, has been sent since), as an operator reads the column.
     time.sleep(max(0.0, WINDOW_S + SYNC_INTERVAL_S + 1 - (time.monotonic() - opened)))
     _check_blocking_named(monitor, pages, "loop_seconds_1m")
+    _check_top_lists_the_blocker_first(monitor, next(iter(pages)))
     _check_document_data(monitor, pages, list(pages)[1])
 
 
