@@ -123,15 +123,21 @@ def throughput(rounds: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def _spread(values: list[float]) -> float:
+    """Half the range of ``values`` as a percentage of their median."""
+    return (max(values) - min(values)) / 2 / statistics.median(values) * 100
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer batches and shorter rounds")
     parser.add_argument("--seconds", type=float, default=None, help="length of each throughput round")
+    parser.add_argument("--rounds", type=int, default=None, help="throughput rounds of each kind (default 7)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     calls = per_callback(10 if args.quick else 50)
-    rate = throughput(3 if args.quick else 7, seconds)
+    rate = throughput(args.rounds or (3 if args.quick else 7), seconds)
     if args.json:
         sys.stdout.write(json.dumps({"per_callback": calls, "throughput": rate}, indent=2) + "\n")
         return
@@ -145,6 +151,7 @@ def main() -> None:
         f"{rate['tracked_per_s'] / rate['untracked_per_s']:.4f})",
         "  rounds untracked: " + ", ".join(f"{x:,.0f}" for x in rate["rounds_untracked"]),
         "  rounds tracked:   " + ", ".join(f"{x:,.0f}" for x in rate["rounds_tracked"]),
+        f"  spread of the untracked rounds: ±{_spread(rate['rounds_untracked']):.1f} % (what one figure can resolve)",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
 

@@ -36,11 +36,25 @@ def periodic_callbacks(session_id: str) -> list[Any]:
     return []
 
 
-def pool_jobs() -> dict[str, list[Any]]:
-    """Running ``session_monitor.pool`` jobs by session key (only if the pool module is in use)."""
+def _pool_engine() -> Any:
     jobs_module = sys.modules.get("session_monitor.pool.jobs")
     engine = getattr(jobs_module, "_engine", None)
-    if engine is None or engine.closed:
+    return None if engine is None or engine.closed else engine
+
+
+def pool_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each session's finished ``session_monitor.pool`` jobs (only if the pool is in use)."""
+    engine = _pool_engine()
+    if engine is None:
+        return {}
+    with engine.lock:
+        return dict(engine.cpu_s)
+
+
+def pool_jobs() -> dict[str, list[Any]]:
+    """Running ``session_monitor.pool`` jobs by session key (only if the pool module is in use)."""
+    engine = _pool_engine()
+    if engine is None:
         return {}
     found: dict[str, list[Any]] = {}
     for job in list(engine.jobs.values()):
@@ -72,6 +86,7 @@ class Usage:
         sizes = self.sizer.measure(docs)
         by_key = threads.by_key()
         pool = pool_jobs()
+        cpu = pool_cpu_seconds()
         out: dict[str, dict[str, Any]] = {}
         for sid in session_ids:
             meter = cost.find(sid)
@@ -89,7 +104,7 @@ class Usage:
                 "doc_data_bytes": None if size is None else size.data_bytes,
                 "threads_alive": len(by_key.get(sid, ())),
                 "pool_jobs": executor_jobs + len(pool.get(sid, ())),
-                "pool_cpu_seconds": None,
+                "pool_cpu_seconds": round(cpu[sid], 6) if sid in cpu else None,
                 "measured_at": now,
             }
         return out

@@ -106,6 +106,8 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        self.cpu_s: dict[str, float] = {}
+        """CPU seconds of each session's finished jobs (the session's cost: ``pool_cpu_seconds``)."""
         self.cancelled: Any = RawArray("q", SLOTS)
         self.forced: Any = RawArray("q", SLOTS)
         self.pids: Any = RawArray("q", SLOTS)
@@ -262,7 +264,9 @@ class Engine:
             self._resolve(job, exc=JobFailed(f"job {job.job_id} failed in the pool:\n{remote_tb}"))
             self._end(job, "done")
             return
-        status, data, tb = value
+        status, data, tb, cpu_s = value
+        with self.lock:
+            self.cpu_s[job.session_key] = self.cpu_s.get(job.session_key, 0.0) + cpu_s
         if status == "ok":
             try:
                 self._resolve(job, result=pickle.loads(data))

@@ -218,6 +218,9 @@ def _release(jobs: SessionJobs, tracker: SessionClient) -> None:
         if jobs._closed_reason is not None:
             return
         jobs._close(reason)
+        if jobs._engine is not None:
+            with jobs._engine.lock:
+                jobs._engine.cpu_s.pop(jobs.session_key, None)
         if jobs._engine is not _engine:
             return
         _refs -= 1
