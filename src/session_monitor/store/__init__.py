@@ -1,4 +1,11 @@
-"""Persistence: SQLite (default, one server process) or PostgreSQL (replicas). All SQL lives in ``repository``."""
+"""Persistence: SQLite (default, one server process) or PostgreSQL (replicas).
+
+One shape: a class per table group over one :class:`Database` and clock. :class:`Store` holds the sessions
+and the audit log (writes in ``repository``; reads in ``reads``, ``changes`` and ``stats``, its base
+classes over ``base.StoreBase``); ``agents.AgentStore`` holds the agents and their command queue. The SQL
+lives in those modules; ``listing`` renders session rows as JSON in SQL, ``render`` in Python; ``engine``
+owns the connections, the read threads and the single write path, ``streams`` the chunked reads.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from session_monitor.protocol import KILL, SyncRequest
+from session_monitor.store.base import end_values
 from session_monitor.store.models import agents, commands, sessions
 from session_monitor.store.repository import Store
 
@@ -72,6 +73,114 @@ def _upsert_sessions(conn: sa.Connection) -> Any:
     )
 
 
+def _live_of(agent_id: str) -> sa.ColumnElement[bool]:
+    c = sessions.c
+    return sa.and_(c.agent_id == agent_id, c.ended_at.is_(None))
+
+
+def _stamp_agent(conn: sa.Connection, agent_id: str, req: SyncRequest, now: datetime) -> datetime | None:
+    """Insert or update the agent row (its ``last_seen`` is the heartbeat of all its live sessions).
+
+    Returns the agent's previous ``last_seen``, ``None`` for an agent not seen before.
+    """
+    previous = conn.execute(sa.select(agents.c.last_seen).where(agents.c.agent_id == agent_id)).scalar()
+    info = req.agent
+    facts = {
+        "host": info.host,
+        "pid": info.pid,
+        "command": info.command,
+        "versions": info.versions,
+        "cpu_percent": info.cpu_percent,
+        "rss_bytes": info.rss_bytes,
+        "last_seen": now,
+        "exited_at": now if req.exiting else None,
+        "leftovers": [item.model_dump(mode="json") for item in info.leftovers] or None,
+    }
+    stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
+    return previous
+
+
+def _upsert_reported(conn: sa.Connection, agent_id: str, req: SyncRequest, now: datetime) -> None:
+    """The sessions that changed, inserted or updated (a revivable ended one comes back)."""
+    if not req.sessions:
+        return
+    info = req.agent
+    rows = [
+        {
+            "session_id": s.session_id,
+            "app_name": s.app_name,
+            "user_id": s.user_id,
+            "status": s.status,
+            "current_task": s.current_task,
+            "task_started_at": s.task_started_at,
+            "start_time": min(s.started_at, now),
+            "last_heartbeat": now,
+            "kill_requested": False,
+            "host": info.host,
+            "pid": info.pid,
+            "agent_id": agent_id,
+            "visibility": s.visibility,
+            "last_interaction_at": s.last_interaction_at,
+            "disconnected_at": s.disconnected_at,
+            "changed_at": now,
+            "cost": None if s.cost is None else s.cost.model_dump(mode="json"),
+        }
+        for s in req.sessions
+    ]
+    # One statement run with many parameter sets: compiled once and cached, where a multi-row
+    # VALUES built from the rows was compiled anew on every sync (most of a small sync's time).
+    conn.execute(_upsert_sessions(conn), rows)
+
+
+def _end_reported(conn: sa.Connection, agent_id: str, req: SyncRequest, now: datetime) -> None:
+    """The ends the agent reports, each at its own time (never later than now) and for its own reason."""
+    if not req.ended:
+        return
+    c = sessions.c
+    conn.execute(
+        sessions.update()
+        .where(
+            c.session_id == sa.bindparam("sid"),
+            c.ended_at.is_(None),
+            sa.or_(c.agent_id == agent_id, c.agent_id.is_(None)),
+        )
+        .values(**end_values(sa.bindparam("reason"), "agent", now, at=sa.bindparam("at"))),
+        [{"sid": e.session_id, "at": min(e.ended_at, now), "reason": e.reason} for e in req.ended],
+    )
+
+
+def _end_unlisted(conn: sa.Connection, agent_id: str, req: SyncRequest, now: datetime) -> None:
+    """A full sync: end as ``closed`` the agent's live sessions it no longer has (their end was lost).
+
+    Chosen by id, not by ``last_heartbeat < now``: a clock that did not move (or moved back: another
+    replica, an NTP step) since the last sync left them live.
+    """
+    c = sessions.c
+    listed = {s.session_id for s in req.sessions}
+    live = conn.execute(sa.select(c.session_id).where(_live_of(agent_id))).scalars().all()
+    for chunk in _chunks([sid for sid in live if sid not in listed]):
+        conn.execute(
+            sessions.update()
+            .where(_live_of(agent_id), c.session_id.in_(chunk))
+            .values(**end_values("closed", "agent", now))
+        )
+
+
+def _mark_back_from_silence(conn: sa.Connection, agent_id: str, now: datetime) -> None:
+    """An agent back from a silence long enough to show its sessions ``stale``: mark them changed.
+
+    No session row is written for a heartbeat (see ``render.effective_heartbeat``); without this stamp,
+    live views following ``changed_since`` would not see them come back.
+    """
+    conn.execute(sessions.update().where(_live_of(agent_id)).values(changed_at=now))
+
+
+def _end_all(conn: sa.Connection, agent_id: str, now: datetime) -> None:
+    """The agent's process exits: every live session of it ends as ``process_exit``."""
+    conn.execute(sessions.update().where(_live_of(agent_id)).values(**end_values("process_exit", "agent", now)))
+
+
 @dataclass(frozen=True)
 class SyncResult:
     resync: bool
@@ -86,105 +195,20 @@ class AgentStore:
         self.db = store.db
 
     async def sync(self, agent_id: str, req: SyncRequest) -> SyncResult:
+        """Apply one agent sync in one write transaction; returns whether to resync and the kills to carry out."""
         now = self.store.clock()
-        c = sessions.c
 
         def op(conn: sa.Connection) -> SyncResult:
-            existed = conn.execute(
-                sa.select(agents.c.agent_id, agents.c.last_seen).where(agents.c.agent_id == agent_id)
-            ).first()
-            info = req.agent
-            facts = {
-                "host": info.host,
-                "pid": info.pid,
-                "command": info.command,
-                "versions": info.versions,
-                "cpu_percent": info.cpu_percent,
-                "rss_bytes": info.rss_bytes,
-                "last_seen": now,
-                "exited_at": now if req.exiting else None,
-                "leftovers": [item.model_dump(mode="json") for item in info.leftovers] or None,
-            }
-            stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
-            conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
-
-            if req.sessions:
-                rows = [
-                    {
-                        "session_id": s.session_id,
-                        "app_name": s.app_name,
-                        "user_id": s.user_id,
-                        "status": s.status,
-                        "current_task": s.current_task,
-                        "task_started_at": s.task_started_at,
-                        "start_time": min(s.started_at, now),
-                        "last_heartbeat": now,
-                        "kill_requested": False,
-                        "host": info.host,
-                        "pid": info.pid,
-                        "agent_id": agent_id,
-                        "visibility": s.visibility,
-                        "last_interaction_at": s.last_interaction_at,
-                        "disconnected_at": s.disconnected_at,
-                        "changed_at": now,
-                        "cost": None if s.cost is None else s.cost.model_dump(mode="json"),
-                    }
-                    for s in req.sessions
-                ]
-                # One statement run with many parameter sets: compiled once and cached, where a multi-row
-                # VALUES built from the rows was compiled anew on every sync (most of a small sync's time).
-                conn.execute(_upsert_sessions(conn), rows)
-            if req.ended:
-                conn.execute(
-                    sessions.update()
-                    .where(
-                        c.session_id == sa.bindparam("sid"),
-                        c.ended_at.is_(None),
-                        sa.or_(c.agent_id == agent_id, c.agent_id.is_(None)),
-                    )
-                    .values(
-                        ended_at=sa.bindparam("at"),
-                        ended_by="agent",
-                        end_reason=sa.case((c.kill_requested, "killed"), else_=sa.bindparam("reason")),
-                        changed_at=now,
-                    ),
-                    [{"sid": e.session_id, "at": min(e.ended_at, now), "reason": e.reason} for e in req.ended],
-                )
-            live_of_agent = sa.and_(c.agent_id == agent_id, c.ended_at.is_(None))
+            last_seen = _stamp_agent(conn, agent_id, req, now)
+            _upsert_reported(conn, agent_id, req, now)
+            _end_reported(conn, agent_id, req, now)
             if req.full:
-                # Sessions the agent no longer has (their end was lost). Chosen by id, not by
-                # ``last_heartbeat < now``: a clock that did not move (or moved back: another replica,
-                # an NTP step) since the last sync left them live.
-                listed = {s.session_id for s in req.sessions}
-                live = conn.execute(sa.select(c.session_id).where(live_of_agent)).scalars().all()
-                for chunk in _chunks([sid for sid in live if sid not in listed]):
-                    conn.execute(
-                        sessions.update()
-                        .where(live_of_agent, c.session_id.in_(chunk))
-                        .values(
-                            ended_at=now,
-                            end_reason=sa.case((c.kill_requested, "killed"), else_="closed"),
-                            ended_by="agent",
-                            changed_at=now,
-                        )
-                    )
-            # No session row is written for the heartbeat: the agent's ``last_seen`` is the heartbeat of all
-            # its live sessions (see ``render.effective_heartbeat``). Only an agent back from a silence long
-            # enough to show its sessions ``stale`` marks them changed, so live views see them come back.
-            if existed is not None and existed.last_seen < now - self.store.stale_after:
-                conn.execute(sessions.update().where(live_of_agent).values(changed_at=now))
+                _end_unlisted(conn, agent_id, req, now)
+            if last_seen is not None and last_seen < now - self.store.stale_after:
+                _mark_back_from_silence(conn, agent_id, now)
             if req.exiting:
-                conn.execute(
-                    sessions.update()
-                    .where(live_of_agent)
-                    .values(
-                        ended_at=now,
-                        ended_by="agent",
-                        end_reason=sa.case((c.kill_requested, "killed"), else_="process_exit"),
-                        changed_at=now,
-                    )
-                )
-            return SyncResult(resync=existed is None and not req.full, commands=self._pending(conn, agent_id, req))
+                _end_all(conn, agent_id, now)
+            return SyncResult(resync=last_seen is None and not req.full, commands=self._pending(conn, agent_id, req))
 
         return await self.db.write(op)
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from session_monitor.store.base import SessionFilters, StoreBase, placement_filters
 from session_monitor.store.models import agents, sessions
 from session_monitor.store.render import effective_heartbeat
-from session_monitor.store.repository import SessionFilters, Store, placement_filters
 
 CURSOR_OVERLAP = timedelta(seconds=2)
 """How far before the read the returned cursor lies (covers commit delay and replica clock skew)."""
@@ -36,8 +36,15 @@ class Changes:
     agent_last_seen: dict[str, datetime]
 
 
-async def list_changes(store: Store, since: datetime, filters: SessionFilters) -> Changes:
-    """Sessions (live or ended) changed since ``since``, for the app/user/host of ``filters``."""
+class ChangeReads(StoreBase):
+    """The changed-since read of the :class:`~session_monitor.store.repository.Store`."""
+
+    async def list_changes(self, since: datetime, filters: SessionFilters) -> Changes:
+        """Sessions (live or ended) changed since ``since``, for the app/user/host of ``filters``."""
+        return await _list_changes(self, since, filters)
+
+
+async def _list_changes(store: StoreBase, since: datetime, filters: SessionFilters) -> Changes:
     now = store.clock()
     c = sessions.c
     stale_cutoff = now - store.stale_after

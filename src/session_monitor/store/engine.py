@@ -18,21 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from session_monitor.errors import ConfigError, SessionMonitorError
 from session_monitor.store import migrations
+from session_monitor.store.streams import AsyncRowStream, RowStream, ThreadRowStream
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +275,9 @@ class Database:
         stream: RowStream[T]
         if self.sync_read_engine is not None:
             assert self.read_executor is not None
-            stream = _ThreadRowStream(self.sync_read_engine, self.read_executor, query, render, chunk_rows, count)
+            stream = ThreadRowStream(self.sync_read_engine, self.read_executor, query, render, chunk_rows, count)
         else:
-            stream = _AsyncRowStream(self.read_engine, query, render, chunk_rows, count)
+            stream = AsyncRowStream(self.read_engine, query, render, chunk_rows, count)
         await stream.open()
         return stream
 
@@ -301,154 +301,6 @@ class Database:
 def _read_sync(engine: sa.Engine, fn: Callable[[sa.Connection], T]) -> T:
     with engine.connect() as conn:
         return fn(conn)
-
-
-class RowStream(Generic[T]):
-    """Chunks of a query's rows, each passed through ``render``; ``first`` and ``total`` are read at once."""
-
-    first: T
-    total: int | None = None
-    """The ``count`` query's answer, read in the same transaction as the rows."""
-    done: bool = False
-    """True once the last chunk was read (the connection is then released)."""
-
-    async def open(self) -> None:
-        raise NotImplementedError
-
-    async def next(self) -> T:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the connection; safe to call at any time, also while a chunk is being read."""
-        raise NotImplementedError
-
-    async def rest(self) -> AsyncIterator[T]:
-        """The chunks after ``first``; the stream is closed when this ends, however it ends."""
-        try:
-            while not self.done:
-                yield await self.next()
-        finally:
-            self.close()
-
-
-class _ThreadRowStream(RowStream[T]):
-    """SQLite: the rows are fetched and rendered on a read thread; the event loop only awaits each chunk."""
-
-    def __init__(
-        self,
-        engine: sa.Engine,
-        executor: ThreadPoolExecutor,
-        query: sa.Select[Any],
-        render: Callable[[Sequence[sa.Row[Any]]], T],
-        chunk_rows: int,
-        count: sa.Select[Any] | None,
-    ) -> None:
-        self._engine, self._executor, self._query, self._render = engine, executor, query, render
-        self._chunk_rows, self._count = chunk_rows, count
-        self._lock = threading.Lock()
-        self._conn: sa.Connection | None = None
-        self._result: sa.CursorResult[Any] | None = None
-
-    def _open(self) -> tuple[int | None, T, bool]:
-        with self._lock:
-            self._conn = self._engine.connect()
-            try:
-                total = None if self._count is None else int(self._conn.execute(self._count).scalar_one())
-                self._result = self._conn.execute(self._query)
-                first, done = self._fetch()
-            except BaseException:
-                self._release()
-                raise
-            return total, first, done
-
-    def _fetch(self) -> tuple[T, bool]:
-        assert self._result is not None
-        rows = self._result.fetchmany(self._chunk_rows)
-        done = len(rows) < self._chunk_rows
-        if done:
-            self._release()
-        return self._render(rows), done
-
-    def _next(self) -> tuple[T, bool]:
-        with self._lock:
-            if self._conn is None:
-                raise RuntimeError("row stream is closed")
-            return self._fetch()
-
-    def _release(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = self._result = None
-
-    def _close(self) -> None:
-        with self._lock:
-            self._release()
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.total, self.first, self.done = await loop.run_in_executor(self._executor, self._open)
-
-    async def next(self) -> T:
-        chunk, self.done = await asyncio.get_running_loop().run_in_executor(self._executor, self._next)
-        return chunk
-
-    def close(self) -> None:
-        self.done = True
-        if self._conn is not None:
-            # On the read threads, after a chunk still being read (the lock): never blocks the event loop.
-            self._executor.submit(self._close)
-
-
-class _AsyncRowStream(RowStream[T]):
-    """PostgreSQL (and in-memory SQLite): a server-side cursor read on the event loop."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        query: sa.Select[Any],
-        render: Callable[[Sequence[sa.Row[Any]]], T],
-        chunk_rows: int,
-        count: sa.Select[Any] | None,
-    ) -> None:
-        self._engine, self._query, self._render = engine, query, render
-        self._chunk_rows, self._count = chunk_rows, count
-        self._conn: AsyncConnection | None = None
-        self._result: AsyncResult[Any] | None = None
-        self._closing: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self._conn = await self._engine.connect()
-        try:
-            if self._count is not None:
-                self.total = int((await self._conn.execute(self._count)).scalar_one())
-            self._result = await self._conn.stream(self._query)
-            self.first = await self.next()
-        except BaseException:
-            await self._release()
-            raise
-
-    async def next(self) -> T:
-        if self._result is None:
-            raise RuntimeError("row stream is closed")
-        rows = await self._result.fetchmany(self._chunk_rows)
-        if len(rows) < self._chunk_rows:
-            self.done = True
-            await self._release()
-        return self._render(rows)
-
-    async def _release(self) -> None:
-        result, conn = self._result, self._conn
-        self._result = self._conn = None
-        if result is not None:
-            await result.close()
-        if conn is not None:
-            await conn.close()
-
-    def close(self) -> None:
-        self.done = True
-        if self._conn is not None and self._closing is None:
-            # A task of its own: the caller may be a cancelled response whose awaits would fail.
-            self._closing = asyncio.get_running_loop().create_task(self._release())
 
 
 def _configure_sqlite(engine: AsyncEngine | sa.Engine, *, immediate: bool) -> None:

@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from session_monitor.store.engine import RowStream
 from session_monitor.store.models import UTCDateTime, sessions
 from session_monitor.store.render import SESSION_FROM, effective_heartbeat
+from session_monitor.store.streams import RowStream
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from session_monitor.store.base import StoreBase
 from session_monitor.store.models import sessions
-from session_monitor.store.repository import Store
 
 OTHER_APPS = "(other apps)"
 """Series name under which the apps beyond ``max_apps`` are summed."""
@@ -65,8 +65,15 @@ def count_timeline(
     return kept
 
 
-async def timeline(store: Store, *, window_s: float, step_s: float, max_apps: int) -> Timeline:
-    """Live sessions per app every ``step_s`` over the last ``window_s``, and the ends by reason in that window."""
+class TimelineReads(StoreBase):
+    """The plots' read of the :class:`~session_monitor.store.repository.Store`."""
+
+    async def timeline(self, *, window_s: float, step_s: float, max_apps: int) -> Timeline:
+        """Live sessions per app every ``step_s`` over the last ``window_s``, and the ends by reason in it."""
+        return await _timeline(self, window_s=window_s, step_s=step_s, max_apps=max_apps)
+
+
+async def _timeline(store: StoreBase, *, window_s: float, step_s: float, max_apps: int) -> Timeline:
     now = store.clock()
     start = now - timedelta(seconds=window_s)
     steps = int(window_s // step_s)

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from session_monitor.errors import SessionNotFound
-from session_monitor.store import Database, SessionFilters, Store, repository
+from session_monitor.store import Database, SessionFilters, Store, reads
 from session_monitor.store.models import agents, sessions
 from tests.conftest import DatabaseTarget, FakeClock
 
@@ -224,11 +224,11 @@ async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.
     await _seed(store)
     want, _ = await store.list_sessions(SessionFilters())
     for chunk_rows in (1, 7, len(want), len(want) + 1):
-        monkeypatch.setattr(repository, "LIST_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(reads, "LIST_CHUNK_ROWS", chunk_rows)
         listing = await store.list_sessions_json(SessionFilters())
         body = listing.document({})
         listing.close()
-        assert isinstance(body, bytes) == (chunk_rows > len(want))
+        assert isinstance(body, bytes) == (chunk_rows >= len(want))
         doc = await _document(store, SessionFilters())
         _assert_same(doc["sessions"], _reference(want))
         assert doc["total"] == len(want)
@@ -236,7 +236,7 @@ async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.
 
 async def test_json_pages_and_filters_match(store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     await _seed(store)
-    monkeypatch.setattr(repository, "LIST_CHUNK_ROWS", 5)
+    monkeypatch.setattr(reads, "LIST_CHUNK_ROWS", 5)
     cases = [
         (SessionFilters(state="stale"), {}),
         (SessionFilters(state="running"), {"limit": 9, "offset": 3}),
@@ -259,3 +259,20 @@ async def test_one_session_as_json_matches(store: Store) -> None:
         _assert_same([orjson.loads(await store.get_session_json(sid))], want)
     with pytest.raises(SessionNotFound):
         await store.get_session_json("nope")
+
+
+async def test_get_sessions_streams_a_long_listing(client: Any, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store = app.state.store
+    for i in range(7):
+        assert (await client.post("/sessions", json={"app_name": f"app-{i}", "user_id": "u"})).status_code == 200
+    want, _ = await store.list_sessions(SessionFilters())
+    for chunk_rows, streamed in ((3, True), (7, False), (50, False)):
+        monkeypatch.setattr(reads, "LIST_CHUNK_ROWS", chunk_rows)
+        r = await client.get("/sessions")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert ("content-length" not in r.headers) == streamed
+        doc = r.json()
+        _assert_same(doc["sessions"], _reference(want))
+        assert doc["total"] == 7 and set(doc) == {"sessions", "total", "cursor"}
+    one = await client.get(f"/sessions/{want[0]['session_id']}")
+    _assert_same([one.json()], _reference(want[:1]))

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator, AwareDatetime
+from starlette.background import BackgroundTask
 
 from session_monitor import defaults
 from session_monitor.protocol import (
@@ -38,7 +39,7 @@ from session_monitor.server.routes._common import (
     checked_session_id,
 )
 from session_monitor.store import SessionFilters
-from session_monitor.store.changes import CURSOR_OVERLAP, list_changes
+from session_monitor.store.changes import CURSOR_OVERLAP
 from session_monitor.text import printable
 
 router = APIRouter(tags=["sessions"])
@@ -77,11 +78,12 @@ async def list_sessions(
         body = listing.document({"cursor": cursor})
         if isinstance(body, bytes):
             return Response(body, media_type="application/json")
-        return StreamingResponse(body, media_type="application/json")
+        # The background task frees the read connection even if the client leaves before the body starts.
+        return StreamingResponse(body, media_type="application/json", background=BackgroundTask(listing.close))
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
     if clashing:
         raise HTTPException(422, f"changed_since cannot be combined with {', '.join(clashing)}")
-    changes = await list_changes(store, changed_since, filters)
+    changes = await store.list_changes(changed_since, filters)
     return JSONBytes(
         {
             "sessions": changes.sessions,

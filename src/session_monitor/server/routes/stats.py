@@ -8,7 +8,6 @@ from fastapi import APIRouter, HTTPException, Query
 
 from session_monitor.server.deps import AdminDep, StoreDep
 from session_monitor.server.routes._common import JSONBytes
-from session_monitor.store import stats
 
 router = APIRouter(tags=["stats"])
 
@@ -31,5 +30,5 @@ async def get_timeline(
     """
     if window_s / step_s > MAX_BUCKETS:
         raise HTTPException(422, f"window_s / step_s must be at most {MAX_BUCKETS}")
-    result = await stats.timeline(store, window_s=window_s, step_s=step_s, max_apps=max_apps)
+    result = await store.timeline(window_s=window_s, step_s=step_s, max_apps=max_apps)
     return JSONBytes(result.as_dict(window_s, step_s))
