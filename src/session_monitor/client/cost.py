@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -156,13 +157,18 @@ class Meter:
 
 _meters: dict[str, Meter] = {}
 _meters_lock = threading.Lock()
+_forgotten: OrderedDict[str, None] = OrderedDict()
+"""Sessions whose meter was dropped after their end: work still run for them is not metered again."""
+MAX_FORGOTTEN = 10_000
 
 
 def meter(session_id: str) -> Meter:
-    """The meter of ``session_id``, created on first use."""
+    """The meter of ``session_id``, created on first use (a detached one for a session already forgotten)."""
     found = _meters.get(session_id)
     if found is None:
         with _meters_lock:
+            if session_id in _forgotten:
+                return Meter(session_id)  # counted nowhere: the session ended and was checked for leftovers
             found = _meters.setdefault(session_id, Meter(session_id))
     return found
 
@@ -176,8 +182,22 @@ def meters() -> list[Meter]:
 
 
 def forget(session_id: str) -> None:
+    """Drop the meter of an ended session (its leftovers check is done)."""
     with _meters_lock:
-        _meters.pop(session_id, None)
+        if _meters.pop(session_id, None) is not None:
+            _forgotten[session_id] = None
+            while len(_forgotten) > MAX_FORGOTTEN:
+                _forgotten.popitem(last=False)
+
+
+def revive(session_id: str) -> None:
+    """The session is live again (Bokeh re-created it under its id, or it was tracked again): meter it again."""
+    with _meters_lock:
+        _forgotten.pop(session_id, None)
+    found = _meters.get(session_id)
+    if found is not None:
+        found.ended_at = None
+        found.ended_wall = ""
 
 
 def mark_ended(session_id: str) -> None:
@@ -192,4 +212,5 @@ def reset() -> None:
     """Forget every meter (tests)."""
     with _meters_lock:
         _meters.clear()
+        _forgotten.clear()
     _names.clear()

@@ -210,6 +210,7 @@ def install() -> None:
     @wraps(original_init)
     def __init__(self: ServerSession, session_id: Any, document: Document, *args: Any, **kwargs: Any) -> None:
         _documents[str(session_id)] = document
+        cost.revive(str(session_id))
         original_init(self, session_id, document, *args, **kwargs)
 
     _replace(cls, "__init__", __init__)

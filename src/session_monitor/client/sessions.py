@@ -98,6 +98,7 @@ class SessionTable:
         """The process is exiting: changes are held back for the last sync, so every end is in that one."""
 
     def track(self, record: SessionRecord, on_kill: KillHandler) -> None:
+        cost.revive(record.session_id)
         with self.lock:
             self.records[record.session_id] = record
             self.handlers[record.session_id] = on_kill

@@ -52,14 +52,14 @@ def pool_cpu_seconds() -> dict[str, float]:
 
 
 def pool_jobs() -> dict[str, list[Any]]:
-    """Running ``session_monitor.pool`` jobs by session key (only if the pool module is in use)."""
+    """The functions of running ``session_monitor.pool`` jobs by session key (only if the pool is in use)."""
     engine = _pool_engine()
     if engine is None:
         return {}
     found: dict[str, list[Any]] = {}
     for job in list(engine.jobs.values()):
         if job.ended_at is None:
-            found.setdefault(job.session_key, []).append(f"pool job {job.job_id}")
+            found.setdefault(job.session_key, []).append(job.function or f"pool job {job.job_id}")
     return found
 
 

@@ -86,6 +86,8 @@ class JobState:
     ended_at: float | None = None
     how_ended: str | None = None
     """``done``, ``stopped`` (cooperatively), ``interrupted`` (signal) or ``killed`` (worker killed)."""
+    function: str = ""
+    """The qualified name of the job's function (the session's cost and leftovers name it)."""
 
 
 @dataclass
@@ -123,12 +125,12 @@ class Engine:
 
     # -- caller side (any thread) -----------------------------------------------------------------
 
-    def submit(self, session_key: str, payload: bytes, *, forced_ok: bool = True) -> JobState:
+    def submit(self, session_key: str, payload: bytes, *, forced_ok: bool = True, function: str = "") -> JobState:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self.lock:
             if self.closed:
                 raise JobCancelled(None, "the pool was shut down")
-            job = JobState(next(self._ids), session_key, future, forced_ok=forced_ok)
+            job = JobState(next(self._ids), session_key, future, forced_ok=forced_ok, function=function)
             slot = job.job_id % SLOTS
             self.cancelled[slot] = self.forced[slot] = self.pids[slot] = 0
             self.jobs[job.job_id] = job

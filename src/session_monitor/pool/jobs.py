@@ -104,7 +104,8 @@ class SessionJobs:
         payload = _pack(fn, args, kwargs)
         if self._closed_reason is not None:
             raise JobCancelled(None, self._closed_reason)
-        return Job(self._engine, self._engine.submit(self.session_key, payload))
+        function = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        return Job(self._engine, self._engine.submit(self.session_key, payload, function=function))
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``await`` the result of ``fn(*args, **kwargs)`` run on the pool (see :meth:`submit`)."""

@@ -225,3 +225,14 @@ def test_leftovers_are_flagged_after_the_delay_logged_once_and_dropped_when_gone
     thread.join()
     assert watch.check(now + 13) and watch.current == []
     assert cost.find("ended") is None
+
+
+def test_a_forgotten_session_is_not_metered_again_until_it_lives_again() -> None:
+    cost.meter("gone").add(S, S, on_click)
+    cost.mark_ended("gone")
+    cost.forget("gone")
+    late = cost.meter("gone")
+    late.add(S, S, on_click)
+    assert cost.find("gone") is None  # a late callback after the end is counted nowhere
+    cost.revive("gone")  # re-created under its id (reconnect)
+    assert cost.meter("gone") is cost.find("gone") and cost.find("gone").ended_at is None
