@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,6 +118,10 @@ class _Agent:
         return {"agent": _facts(self.a, self.started), "full": False, "sessions": rows, "ended": []}
 
 
+Send = Callable[[_Agent, dict[str, Any]], Awaitable[float | None]]
+"""Posts one sync of an agent; its latency in seconds, or None (and an error noted) if it failed."""
+
+
 async def _agents_load(spec: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
@@ -143,36 +147,40 @@ async def _agents_load(spec: dict[str, Any]) -> dict[str, Any]:
             for chunk in range(0, len(agents), 4):  # 4 full syncs at a time: each is a few MB of JSON
                 await asyncio.gather(*(send(a, a.full()) for a in agents[chunk : chunk + 4]))
             return {"seconds": time.perf_counter() - started, "errors": len(errors), "first_error": errors[:1]}
+        return {**await _steady_load(spec, agents, send), "errors": len(errors), "first_error": errors[:1]}
 
-        latencies: list[float] = []
-        window_start = time.perf_counter() + spec["warmup_s"]
-        window_end = window_start + spec["duration_s"]
-        missed = 0
 
-        async def back_to_back(agent: _Agent) -> None:
-            while time.perf_counter() < window_end:
-                body = agent.next()
-                took = await send(agent, body)
-                if took is not None and window_start <= time.perf_counter() <= window_end:
-                    latencies.append(took)
+async def _steady_load(spec: dict[str, Any], agents: list[_Agent], send: Send) -> dict[str, Any]:
+    """Syncs back to back (``batched``) or each agent at its interval, for ``duration_s`` after ``warmup_s``."""
+    latencies: list[float] = []
+    window_start = time.perf_counter() + spec["warmup_s"]
+    window_end = window_start + spec["duration_s"]
+    missed = 0
 
-        async def at_interval(agent: _Agent, offset_s: float) -> None:
-            nonlocal missed
-            next_at = window_start + offset_s
-            while next_at < window_end:
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                took = await send(agent, agent.next())
-                if took is not None:
-                    latencies.append(took)
-                next_at += spec["interval_s"]
-                if time.perf_counter() > next_at:
-                    missed += 1  # the sync took longer than the interval: the server is not keeping up
+    async def back_to_back(agent: _Agent) -> None:
+        while time.perf_counter() < window_end:
+            body = agent.next()
+            took = await send(agent, body)
+            if took is not None and window_start <= time.perf_counter() <= window_end:
+                latencies.append(took)
 
-        if spec["mode"] == "batched":
-            await asyncio.gather(*(back_to_back(a) for a in agents))
-        else:
-            step = spec["interval_s"] / len(agents)
-            await asyncio.gather(*(at_interval(a, i * step) for i, a in enumerate(agents)))
+    async def at_interval(agent: _Agent, offset_s: float) -> None:
+        nonlocal missed
+        next_at = window_start + offset_s
+        while next_at < window_end:
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            took = await send(agent, agent.next())
+            if took is not None:
+                latencies.append(took)
+            next_at += spec["interval_s"]
+            if time.perf_counter() > next_at:
+                missed += 1  # the sync took longer than the interval: the server is not keeping up
+
+    if spec["mode"] == "batched":
+        await asyncio.gather(*(back_to_back(a) for a in agents))
+    else:
+        step = spec["interval_s"] / len(agents)
+        await asyncio.gather(*(at_interval(a, i * step) for i, a in enumerate(agents)))
     return {
         "syncs": len(latencies),
         "syncs_per_s": len(latencies) / spec["duration_s"],
@@ -181,8 +189,6 @@ async def _agents_load(spec: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": _pct(latencies, 0.95) * 1e3,
         "max_ms": max(latencies, default=float("nan")) * 1e3,
         "missed": missed,
-        "errors": len(errors),
-        "first_error": errors[:1],
     }
 
 

@@ -10,7 +10,8 @@ opened in headless Chromium, then closed a batch at a time; for each, from ``tim
 - ``ours: destroyed`` — the app's ``on_session_destroyed`` ran (our liveness destroys the session);
 - ``Bokeh: destroyed`` — the same callback on the plain server (unused-session lifetime + its check).
 
-Default disconnect grace (2 s). Figures only, no assertions.
+Default disconnect grace (2 s): a closed tab's websocket closes with 1001 ("going away"), which ends
+the session without waiting for it. Figures only, no assertions.
 
 Run: ``.venv/bin/python benchmarks/tab_close.py [--closes 30] [--batch 10]``
 """
@@ -36,7 +37,7 @@ from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, wait_until  # noqa
 APP = ROOT / "benchmarks" / "tab_close_app.py"
 SETUP = ROOT / "src" / "session_monitor" / "client" / "setup_hook.py"
 BOKEH_WAIT_S = 45.0
-TARGET = "p95 < 3 s"
+TARGET = "p95 < 0.3 s"
 
 
 def open_tabs(context: BrowserContext, url: str, count: int) -> list[tuple[Page, str]]:
@@ -48,6 +49,16 @@ def open_tabs(context: BrowserContext, url: str, count: int) -> list[tuple[Page,
         pane.wait_for()
         tabs.append((page, pane.inner_text().split()[1]))
     return tabs
+
+
+def read_stamp(stamp: Path, timeout_s: float, interval_s: float) -> float:
+    """The time the app wrote into ``stamp``, once the file is there and written (it may be seen empty first)."""
+
+    def written() -> float | None:
+        text = stamp.read_text() if stamp.exists() else ""
+        return float(text) if text else None
+
+    return float(wait_until(written, timeout_s=timeout_s, interval_s=interval_s))
 
 
 def row(name: str, values: list[float]) -> str:
@@ -106,18 +117,17 @@ def main() -> None:
                             continue
                         ended_ms.append((time.time() - closed_at) * 1000)
                         stamp = stamps / f"destroyed-{sid}"
-                        wait_until(stamp.exists, timeout_s=15, interval_s=0.01)
-                        ours_destroyed_ms.append((float(stamp.read_text()) - closed_at) * 1000)
+                        ours_destroyed_ms.append((read_stamp(stamp, 15, 0.01) - closed_at) * 1000)
                         done += 1
                 deadline = time.time() + BOKEH_WAIT_S
                 for sid, closed_at in bokeh_closed.items():
                     stamp = stamps / f"destroyed-{sid}"
                     try:
-                        wait_until(stamp.exists, timeout_s=max(0.1, deadline - time.time()), interval_s=0.05)
+                        destroyed_at = read_stamp(stamp, max(0.1, deadline - time.time()), 0.05)
                     except AssertionError:
                         problems.append(f"Bokeh session {sid} not destroyed within {BOKEH_WAIT_S:.0f} s")
                         continue
-                    bokeh_ms.append((float(stamp.read_text()) - closed_at) * 1000)
+                    bokeh_ms.append((destroyed_at - closed_at) * 1000)
                 browser.close()
         finally:
             api.close()

@@ -69,9 +69,10 @@ async def on_run(_event: object) -> None:
     status.object = f"Running {n} job(s) on the shared pool…"
     describe_pool()
     finished: list[str] = []
+    waits = [asyncio.ensure_future(_wait(job)) for job in submitted]
     try:
         with tracker.task(f"{n} pool jobs of {job_s} s"):
-            for next_done in asyncio.as_completed([_wait(job) for job in submitted]):
+            for next_done in asyncio.as_completed(waits):
                 finished.append(await next_done)
                 progress.value = int(100 * len(finished) / n)
                 results.object = "\n".join(f"- {line}" for line in finished)
@@ -84,6 +85,11 @@ async def on_run(_event: object) -> None:
         else:
             status.object = f"**Cancelled** after {len(finished)} of {n} job(s): {exc.reason}."
     finally:
+        # Every job's outcome is taken, also of those a kill or a cancel stopped: none is left to be logged as
+        # "Task exception was never retrieved" (and one still waited for is given up, which cancels its job).
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         run.disabled, cancel.disabled = False, True
         describe_pool()
 

@@ -22,6 +22,25 @@ from session_monitor.client import threads
 from session_monitor.server import Settings, create_app
 from tests.helpers import PG_ADMIN_URL, FakeSessions, pg_admin
 
+TEST_SUITE_VARIABLES = frozenset(
+    {
+        "SESSION_MONITOR_TEST_PG_URL",
+        "SESSION_MONITOR_TEST_EXAMPLES",
+        "SESSION_MONITOR_CHROMIUM",
+        "SESSION_MONITOR_UPDATE_SCREENSHOTS",
+    }
+)
+"""The test suite's own knobs: read by the tests, never by the code under test, so they survive the scrub."""
+
+
+@pytest.fixture(autouse=True)
+def _no_session_monitor_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code under test reads SESSION_MONITOR_* variables: none from the developer's shell leaks into a test
+    (a token, a URL, a database). Tests set what they need with ``monkeypatch.setenv`` or a child's ``env``."""
+    for name in list(os.environ):
+        if name.startswith("SESSION_MONITOR_") and name not in TEST_SUITE_VARIABLES:
+            monkeypatch.delenv(name)
+
 
 @dataclass
 class DatabaseTarget:

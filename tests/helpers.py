@@ -1,4 +1,4 @@
-"""Test helpers: free ports, polling, real servers in threads and in subprocesses."""
+"""Test helpers: free ports, polling, real servers in threads and in subprocesses, the REST calls many tests make."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
+
+from session_monitor.server import Settings, create_app
 
 CHROMIUM = os.environ.get("SESSION_MONITOR_CHROMIUM", "/usr/bin/chromium")
 """Debian's Chromium: Playwright cannot download its own browsers here."""
@@ -53,6 +57,43 @@ async def pg_admin(sql: str, admin_url: str = PG_ADMIN_URL) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, clock: Callable[[], datetime] = _utcnow
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with these settings (and clock), its lifespan started, and a client talking to it over ASGI."""
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            yield app, client
+
+
+async def get(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    """``GET /sessions/{id}``, which must answer 200."""
+    response = await client.get(f"/sessions/{session_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def live(client: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    """``GET /sessions`` with these query parameters, which must answer 200."""
+    response = await client.get("/sessions", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def live_ids(client: httpx.AsyncClient, **params: Any) -> list[str]:
+    """The ids ``GET /sessions`` lists, in its order."""
+    return [s["session_id"] for s in (await live(client, **params))["sessions"]]
 
 
 def free_port() -> int:
@@ -113,7 +154,11 @@ class ServerProcess:
                 self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         else:
             self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_until(self._healthy, timeout_s=timeout_s)
+        try:
+            wait_until(self._healthy, timeout_s=timeout_s)
+        except BaseException:
+            self.kill()  # never healthy: the caller gets no handle to stop it, so it must not outlive this call
+            raise
         return self
 
     def _healthy(self) -> bool:

@@ -44,6 +44,13 @@ MAX_SYNC_BODY_BYTES = 16 * 1024 * 1024
 SYNC_INTERVAL_S = 5.0
 """Agents sync (and so heartbeat all their sessions) this often; status changes go out within ``FLUSH_DELAY_S``."""
 
+PROCESS_LOST_AFTER_S = 10.0
+"""An agent whose long-poll dropped, and which neither syncs nor polls again for this long (two sync intervals),
+is lost: its sessions end as ``process_lost``. A live agent re-polls within 2 s and syncs every sync interval."""
+
+LOST_CHECK_INTERVAL_S = 1.0
+"""How often the server looks at the agents whose long-poll dropped (no database work when there are none)."""
+
 FLUSH_DELAY_S = 0.25
 """An agent pushes a change (new session, status, end) at most this long after it happened."""
 

@@ -8,6 +8,7 @@ still listens), then the server. Stopping a group also stops what the child star
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -133,15 +134,11 @@ def stop_group(child: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S
         return True
 
     if child.poll() is None or group_alive():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout_s
     while (child.poll() is None or group_alive()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    try:  # whatever of the group is still there (a worker that ignored SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # whatever of the group is still there (a worker ignoring SIGTERM)
         os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     child.wait(timeout=timeout_s)

@@ -31,11 +31,12 @@ STATUS_PATTERN = r"^[a-z][a-z0-9_-]*$"
 SessionState = Literal["idle", "running", "disconnected", "stale"]
 """What a live session is doing, as shown to operators."""
 
-EndReason = Literal["closed", "browser_lost", "killed", "expired", "process_exit"]
-"""Why a session ended."""
+EndReason = Literal["closed", "browser_lost", "killed", "expired", "process_exit", "process_lost"]
+"""Why a session ended. ``process_lost``: its process died without a word (SIGKILL, the OOM killer), as the server
+saw from the agent's dropped long-poll and missed syncs."""
 
 LIVE_STATES: tuple[str, ...] = ("idle", "running", "disconnected", "stale")
-END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit")
+END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit", "process_lost")
 
 
 def _not_blank(value: str) -> str:

@@ -6,6 +6,7 @@ Every process here is a child of the test run on a free loopback port, and is en
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -176,10 +177,8 @@ class PanelServer:
             children = []
         os.kill(self.pid, signal.SIGTERM)
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -187,10 +186,8 @@ class PanelServer:
             self.proc.wait(timeout=10)
         _gone, alive = psutil.wait_procs(children, timeout=10)
         for child in alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 SHARED_APPS = ("tracked.py", "plain.py", "reconnect.py")

@@ -121,7 +121,7 @@ def running_api(tmp: Path, token: str | None) -> Iterator[Api]:
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'monitor.sqlite3'}",
         run_reaper=False,
-        admin_token=token,  # type: ignore[arg-type]
+        admin_token=token,
         client_token=None,
     )
     with serve_in_thread(create_app(settings)) as url:

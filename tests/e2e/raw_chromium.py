@@ -7,6 +7,7 @@ of the test, stopped by its own PID (SIGSTOP/SIGCONT go to its process tree, by 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -88,10 +89,8 @@ class RawChromium:
     def signal_tree(self, signum: int) -> None:
         """Send ``signum`` to the browser and every process it started, by PID."""
         for pid in self._tree():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         """SIGCONT (in case it was stopped), then end the browser and what it started, by PID."""
@@ -100,10 +99,8 @@ class RawChromium:
         except psutil.Error:
             children = []
         for tab in self.tabs:
-            try:
+            with contextlib.suppress(Exception):
                 tab.close()
-            except Exception:
-                pass
         self.signal_tree(signal.SIGCONT)
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -114,8 +111,6 @@ class RawChromium:
                 self.proc.wait(timeout=10)
         _gone, alive = psutil.wait_procs(children, timeout=5)
         for child in alive:  # psutil checks the creation time: a reused PID is never hit
-            try:
+            with contextlib.suppress(psutil.Error):
                 child.kill()
-            except psutil.Error:
-                pass
         self._profile.cleanup()

@@ -7,12 +7,15 @@ was shut down" are read from that process tree (psutil), and the other session's
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+from panel.io.document import GC_DEBOUNCE
 from playwright.sync_api import BrowserContext, Page
 from tests.e2e.test_kill import notice, open_app, save_screenshot, settle_animations, wait_for_new_session
 from tests.helpers import wait_until
@@ -40,6 +43,22 @@ def keep_screenshot(page: Page, name: str) -> None:
     if not target.exists() or os.environ.get("SESSION_MONITOR_UPDATE_SCREENSHOTS"):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / "artifacts" / name, target)
+
+
+UNRETRIEVED = re.compile(r"(Task|Future) exception was never retrieved")
+"""What asyncio logs when a task or future that failed (a job cancelled by a kill) is freed unawaited."""
+
+
+def assert_no_unretrieved_exceptions(panel: PanelServer, killed_at: float) -> None:
+    """The app's log has no "exception was never retrieved", once Panel's garbage collection after the kill ran.
+
+    asyncio logs it when such a task is freed; the killed session's tasks are freed by the ``gc.collect()``
+    Panel schedules :data:`GC_DEBOUNCE` seconds after destroying a session, so the log is read after that.
+    """
+    time.sleep(max(0.0, killed_at + GC_DEBOUNCE + 2.0 - time.monotonic()))  # waits for that collection
+    log = panel.log_path.read_text(errors="replace")
+    found = UNRETRIEVED.search(log)
+    assert found is None, f"the app logged {found.group(0)!r}:\n{log[found.start() : found.start() + 1500]}"
 
 
 def pool_workers(panel: PanelServer) -> list[psutil.Process]:
@@ -76,6 +95,7 @@ def test_killing_one_pool_session_stops_only_its_jobs(monitor, panel_server, con
     assert monitor.session(doomed_id)["current_task"] == "2 pool jobs of 30 s"
 
     monitor.kill(doomed_id, reason="runaway jobs")
+    killed_at = time.monotonic()
 
     notice(doomed, "runaway jobs").wait_for(timeout=WAIT_S * 1000)
     wait_until(lambda: monitor.ended_as(doomed_id) == "killed", timeout_s=WAIT_S)
@@ -85,6 +105,7 @@ def test_killing_one_pool_session_stops_only_its_jobs(monitor, panel_server, con
     assert monitor.ended_as(other_id) is None
     doomed.get_by_text("Stopped: this session was ended by an administrator").wait_for()
     keep_screenshot(doomed, "pool-app-killed.png")
+    assert_no_unretrieved_exceptions(panel, killed_at)
     keep_screenshot(other, "pool-app.png")
 
 
@@ -123,7 +144,9 @@ def test_task_runner_shows_progress_and_why_it_was_killed(monitor, panel_server,
     page.get_by_role("button", name="Run task").click()
     page.get_by_text("Step 2 of 20 done.").wait_for(timeout=WAIT_S * 1000)
     monitor.kill(sid, reason="maintenance window")
+    killed_at = time.monotonic()
     notice(page, "maintenance window").wait_for(timeout=WAIT_S * 1000)
     page.get_by_text("Stopped: this session was ended by an administrator").wait_for()
     wait_until(lambda: monitor.ended_as(sid) == "killed", timeout_s=WAIT_S)
     keep_screenshot(page, "task-runner-killed.png")
+    assert_no_unretrieved_exceptions(panel, killed_at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, Page
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 from tests.helpers import wait_until
 
 if TYPE_CHECKING:  # pytest imports the conftest under its own name: only its types are borrowed here
@@ -38,6 +39,32 @@ SESSION_TIMEOUT_S = 15.0
 def notice(page: Page, text: str) -> Locator:
     """The notification toast containing ``text`` (Panel's notification area uses notyf)."""
     return page.locator(".notyf__toast", has_text=text).first
+
+
+PANEL_CONNECTION_LOST = "Server connection lost"
+"""Panel's own ``disconnect_notification``: a killed page must not show it beside our notice."""
+
+
+def ended_veil(page: Page) -> Locator:
+    """The grey veil the browser component puts over a page whose session is gone."""
+    return page.locator("div.sm-session-ended")
+
+
+def assert_ended_cleanly(page: Page, text: str, controls: list[Locator]) -> Locator:
+    """The page of an ended session: exactly one notice (with ``text``), greyed, every given control disabled.
+
+    The veil is put up on the same browser event that opens Panel's connection-lost toast: once it is
+    visible, every toast that event opens is there.
+    """
+    expect(ended_veil(page)).to_be_visible()
+    toast = notice(page, text)
+    expect(toast).to_be_visible()
+    expect(page.locator(".notyf__toast")).to_have_count(1)
+    expect(page.get_by_text(PANEL_CONNECTION_LOST)).to_have_count(0)
+    for control in controls:
+        expect(control).to_be_disabled()
+    assert page.evaluate("document.documentElement.classList.contains('sm-session-ended')")
+    return toast
 
 
 def open_app(context: BrowserContext, panel: PanelServer, app: str) -> Page:
@@ -109,9 +136,9 @@ def test_kill_with_reason_notifies_runs_hooks_and_ends_killed(
 
     assert monitor.kill(sid, reason="maintenance window") == {"status": "kill_requested"}
 
-    toast = notice(page, "maintenance window")
-    toast.wait_for()
-    assert "ended by an administrator" in toast.inner_text()
+    notice(page, "maintenance window").wait_for()
+    toast = assert_ended_cleanly(page, "maintenance window", [page.get_by_role("button", name="Run task")])
+    assert toast.inner_text().strip() == "This session was ended by an administrator: maintenance window"
     wait_until(lambda: apps.marker("on_kill", sid).exists(), timeout_s=SESSION_TIMEOUT_S)
     wait_until(lambda: apps.marker("destroyed", sid).exists(), timeout_s=SESSION_TIMEOUT_S)
     wait_until(lambda: monitor.ended_as(sid) == "killed", timeout_s=SESSION_TIMEOUT_S)
@@ -139,12 +166,38 @@ def test_kill_without_reason_tells_user_even_without_notifications(
     assert monitor.kill(sid) == {"status": "kill_requested"}
 
     notice(page, "ended by an administrator").wait_for()
+    assert_ended_cleanly(page, "This session was ended by an administrator.", [])
     wait_until(lambda: monitor.ended_as(sid) == "killed", timeout_s=SESSION_TIMEOUT_S)
     assert monitor.session(sid)["kill_reason"] is None
     closed = wait_until(lambda: websocket_events(page)["closed"], timeout_s=SESSION_TIMEOUT_S)
     assert (closed[0]["code"], closed[0]["reason"]) == (1001, "This session was ended by an administrator.")
     settle_animations(page)
     save_screenshot(page, "kill-notification-plain.png")
+
+
+CATCH_CONNECTION_LOST = """
+() => Bokeh.documents[0].on_event("connection_lost", (_, event) => { window.__lost = event })
+"""
+"""Keeps Bokeh's last ``connection_lost`` event in the page: its ``reconnect()`` forces a reconnection."""
+
+
+def test_a_killed_template_page_is_greyed_with_its_widgets_disabled(
+    monitor: Monitor, panel_server: Callable[..., PanelServer], context: BrowserContext
+) -> None:
+    setup = str(ROOT / "src" / "session_monitor" / "client" / "setup_hook.py")
+    panel = panel_server("template.py", args=("--setup", setup))
+    page = open_app(context, panel, "template")
+    sid = wait_for_new_session(monitor, "template", set())
+    refresh = page.get_by_role("button", name="Refresh")
+    expect(refresh).to_be_enabled()
+
+    monitor.kill(sid, reason="template test")
+
+    controls = [refresh, page.locator("select").first, page.get_by_role("textbox").first]
+    assert_ended_cleanly(page, "template test", controls)
+    wait_until(lambda: monitor.ended_as(sid) == "killed", timeout_s=SESSION_TIMEOUT_S)
+    page.wait_for_timeout(1000)  # the toast's slide-in (the template keeps an animation running forever)
+    save_screenshot(page, "kill-template.png")
 
 
 def test_reconnecting_page_does_not_revive_a_killed_session(
@@ -155,11 +208,20 @@ def test_reconnecting_page_does_not_revive_a_killed_session(
 ) -> None:
     page = open_app(context, apps, "reconnect")
     sid = wait_for_new_session(monitor, "reconnect", set())
+    page.evaluate(CATCH_CONNECTION_LOST)
 
     monitor.kill(sid, reason="reconnect test")
     killed_at = time.monotonic()
     wait_until(lambda: monitor.ended_as(sid) == "killed", timeout_s=SESSION_TIMEOUT_S)
+    # The kill turned the page's reconnection off: one notice, no "reconnecting" prompt, and no new websocket
+    # (Bokeh's first attempt is immediate, so one would be open well within this second).
+    assert_ended_cleanly(page, "reconnect test", [])
+    page.wait_for_timeout(1000)
+    assert len(websocket_events(page)["opened"]) == 1, websocket_events(page)
+    assert page.get_by_text(re.compile("re-connect|Reconnecting now|Attempting to reconnect")).count() == 0
 
+    # A browser reconnecting all the same (forced here) re-runs the app under that id; the id stays killed.
+    page.evaluate("window.__lost.reconnect()")
     # Watch the id for REVIVAL_WATCH_S after the kill, and for REBUILT_WATCH_S at least after the browser's
     # reconnection made the app body run again under the same id (without that, the watch proves nothing).
     rebuilt_at: float | None = None
@@ -181,6 +243,7 @@ def test_reconnecting_page_does_not_revive_a_killed_session(
     assert polls >= 20
     # Nor does the session live on in the browser: every websocket the page (re)opened was closed again.
     wait_until(lambda: len((ws := websocket_events(page))["closed"]) == len(ws["opened"]), timeout_s=SESSION_TIMEOUT_S)
+    expect(ended_veil(page)).to_be_visible()
     save_screenshot(page, "kill-reconnect.png")
 
 

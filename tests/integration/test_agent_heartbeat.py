@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from session_monitor.store.models import sessions
 from tests.conftest import FakeClock
-from tests.integration.test_agent_protocol import AGENT, get, reap, sync, tracked, ts
+from tests.helpers import get
+from tests.integration.test_agent_protocol import AGENT, reap, sync, tracked, ts
 
 
 async def stored(app: Any) -> list[tuple[Any, ...]]:

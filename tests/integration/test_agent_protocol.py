@@ -7,9 +7,7 @@ bounded long-polls of ``GET /agents/{id}/commands?wait=``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -18,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI
 
 from session_monitor.protocol import MAX_SYNC_SESSIONS
-from session_monitor.server import Settings, create_app
+from session_monitor.server import Settings
 from session_monitor.server.reaper import reap_once
 from session_monitor.store.models import agents, commands, sessions
 from tests.conftest import DatabaseTarget, FakeClock
+from tests.helpers import get, live_ids, serving
 
 AGENT = "agent-0000aaaa"
 OTHER_AGENT = "agent-1111bbbb"
@@ -33,26 +31,6 @@ ADMIN = "admin-secret-7f3a9c1e5b2d"
 CLIENT = "client-secret-4e8b2a6d0c9f"
 
 Snapshot = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
-
-
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings read SESSION_MONITOR_* variables: the developer's shell must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    db_target: DatabaseTarget, clock: FakeClock, **overrides: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app with non-default settings, on the test's database and clock."""
-    application = create_app(db_target.settings(**overrides), clock=clock)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            yield application, c
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------------
@@ -127,19 +105,6 @@ async def sync(
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
-
-
-async def get(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
-    response = await client.get(f"/sessions/{session_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def live_ids(client: httpx.AsyncClient) -> set[str]:
-    response = await client.get("/sessions")
-    assert response.status_code == 200, response.text
-    return {s["session_id"] for s in response.json()["sessions"]}
 
 
 async def list_agents(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
@@ -222,7 +187,7 @@ async def test_first_sync_of_unknown_agent_asks_for_resync(client: httpx.AsyncCl
 
 
 async def test_sync_answer_echoes_interval_and_server_time(db_target: DatabaseTarget, clock: FakeClock) -> None:
-    async with serving(db_target, clock, sync_interval_s=2.5) as (_, client):
+    async with serving(db_target.settings(sync_interval_s=2.5), clock) as (_, client):
         answer = await sync(client, clock, full=True)
         assert answer["sync_interval_s"] == 2.5
         assert ts(answer["server_time"]) == clock.now
@@ -270,7 +235,7 @@ async def test_sync_upserts_sessions_with_placement(client: httpx.AsyncClient, c
     assert ts(two["task_started_at"]) == task_started
     assert two["task_seconds"] == pytest.approx(30)
     assert ts(two["start_time"]) == started
-    assert await live_ids(client) == {"s-1", "s-2"}
+    assert set(await live_ids(client)) == {"s-1", "s-2"}
 
 
 async def test_timestamps_with_an_offset_are_stored_as_utc(client: httpx.AsyncClient, clock: FakeClock) -> None:
@@ -369,7 +334,7 @@ async def test_ended_sessions_keep_their_reason(client: httpx.AsyncClient, clock
     ended_at = clock.now - timedelta(seconds=2)
     await sync(client, clock, ended_=[ended("s-end", reason, ended_at)])
 
-    assert await live_ids(client) == {"s-keep"}
+    assert set(await live_ids(client)) == {"s-keep"}
     response = await client.get("/history")
     assert response.status_code == 200
     [row] = response.json()["sessions"]
@@ -415,7 +380,7 @@ async def test_full_sync_ends_sessions_the_agent_no_longer_has(client: httpx.Asy
     clock.advance(seconds=5)
     answer = await sync(client, clock, full=True, sessions_=[tracked("s-0", t0)])
     assert answer["resync"] is False
-    assert await live_ids(client) == {"s-0", "b-0"}
+    assert set(await live_ids(client)) == {"s-0", "b-0"}
     for sid in ("s-1", "s-2"):
         row = await get(client, sid)
         assert (row["end_reason"], row["ended_by"]) == ("closed", "agent")
@@ -430,7 +395,7 @@ async def test_full_sync_right_after_a_sync_still_ends_missing_sessions(
     """No clock tick between two syncs (a coarse clock, or a resync answered at once): still ends them."""
     await sync(client, clock, sessions_=[tracked("s-0", clock.now), tracked("s-1", clock.now)])
     await sync(client, clock, full=True, sessions_=[tracked("s-0", clock.now)])
-    assert await live_ids(client) == {"s-0"}
+    assert set(await live_ids(client)) == {"s-0"}
     assert (await get(client, "s-1"))["end_reason"] == "closed"
 
 
@@ -442,7 +407,7 @@ async def test_exiting_ends_remaining_sessions_and_hides_the_agent(client: httpx
 
     clock.advance(seconds=3)
     await sync(client, clock, exiting=True, ended_=[ended("s-0", "browser_lost", clock.now)])
-    assert await live_ids(client) == {"b-0"}
+    assert set(await live_ids(client)) == {"b-0"}
     assert (await get(client, "s-0"))["end_reason"] == "browser_lost"
     for sid in ("s-1", "s-2"):
         row = await get(client, sid)
@@ -473,7 +438,7 @@ async def test_expired_session_is_revived_by_its_agent(
         response = await client.delete("/sessions/stale", params={"older_than_minutes": 10})
         assert response.json() == {"deleted_count": 1}
     assert (await get(client, "s-1"))["end_reason"] == "expired"
-    assert await live_ids(client) == set()
+    assert await live_ids(client) == []
 
     # the agent was only cut off: its next (full) sync brings the session back
     clock.advance(seconds=5)
@@ -484,7 +449,7 @@ async def test_expired_session_is_revived_by_its_agent(
     assert row["state"] == "idle"
     assert ts(row["last_heartbeat"]) == clock.now
     assert ts(row["start_time"]) == t0
-    assert await live_ids(client) == {"s-1"}
+    assert set(await live_ids(client)) == {"s-1"}
 
 
 async def test_session_whose_browser_came_back_after_the_grace_is_live_again(
@@ -519,7 +484,7 @@ async def test_killed_session_reported_again_is_not_revived(client: httpx.AsyncC
     assert ts(row["last_heartbeat"]) == t0
     # a session that ended normally is not revived either, and gets no kill
     assert (await get(client, "s-2"))["end_reason"] == "closed"
-    assert await live_ids(client) == set()
+    assert await live_ids(client) == []
 
 
 async def test_sync_answer_lists_pending_kills(client: httpx.AsyncClient, clock: FakeClock) -> None:
@@ -664,7 +629,7 @@ async def test_large_full_sync_is_accepted_above_the_general_body_limit(
 
 
 async def test_sync_over_its_body_limit_is_refused(db_target: DatabaseTarget, clock: FakeClock) -> None:
-    async with serving(db_target, clock, max_sync_body_bytes=256 * 1024) as (app, client):
+    async with serving(db_target.settings(max_sync_body_bytes=256 * 1024), clock) as (app, client):
         await sync(client, clock, full=True, sessions_=[tracked("s-old", clock.now)])
         before = await snapshot(app)
         payload = _full_sync_body(clock, 2_000)
@@ -867,7 +832,7 @@ async def test_commands_rejects_bad_parameters(client: httpx.AsyncClient, params
 
 
 async def test_client_token_guards_sync_and_commands(db_target: DatabaseTarget, clock: FakeClock) -> None:
-    async with serving(db_target, clock, client_token=CLIENT) as (app, client):
+    async with serving(db_target.settings(client_token=CLIENT), clock) as (app, client):
         before = await snapshot(app)
         body = {"agent": agent_info(clock), "full": True, "sessions": [tracked("s-1", clock.now)]}
         for headers in ({}, {"Authorization": "Bearer wrong-secret-1a2b3c4d5e6f"}):
@@ -888,7 +853,7 @@ async def test_client_token_guards_sync_and_commands(db_target: DatabaseTarget, 
 
 
 async def test_admin_token_guards_the_agents_list(db_target: DatabaseTarget, clock: FakeClock) -> None:
-    async with serving(db_target, clock, admin_token=ADMIN, client_token=CLIENT) as (_, client):
+    async with serving(db_target.settings(admin_token=ADMIN, client_token=CLIENT), clock) as (_, client):
         await sync(client, clock, full=True, headers={"Authorization": f"Bearer {CLIENT}"})
         assert (await client.get("/agents")).status_code == 401
         assert (await client.get("/agents", headers={"Authorization": f"Bearer {CLIENT}"})).status_code == 403

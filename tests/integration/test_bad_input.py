@@ -49,13 +49,6 @@ FEW = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
-
-
 # -- the app under test ---------------------------------------------------------------------------
 
 

@@ -45,11 +45,8 @@ the 5 ms switch interval, and this is a functional check, not a benchmark."""
 
 
 @pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No SESSION_MONITOR_* variable from the shell; no tracker or agent left over, before or after."""
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
+def _clean() -> Iterator[None]:
+    """No tracker or agent left over, before or after (the root conftest removes SESSION_MONITOR_* variables)."""
     SessionClient.reset()
     agent_module.reset()
     yield

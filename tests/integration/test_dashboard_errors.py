@@ -16,8 +16,8 @@ import pytest
 from session_monitor.dashboard.client import ApiClient
 from session_monitor.errors import AuthError, RequestFailed, ServerUnavailable, SessionMonitorError
 from tests.conftest import DatabaseTarget
-from tests.helpers import free_port
-from tests.integration.test_security import ADMIN, CLIENT, serving
+from tests.helpers import free_port, serving
+from tests.integration.test_security import ADMIN, CLIENT
 
 
 async def test_refused_credentials_are_an_auth_error_and_other_refusals_a_request_failed(

@@ -328,7 +328,11 @@ def test_workers_of_one_serve_share_kills(pg_database: str, tmp_path: Path, agen
         for sid in ids:
             with httpx.Client(timeout=5) as fresh:  # a new connection each time: either worker may take it
                 fresh.post(f"{server.url}/sessions/{sid}/kill", json={"reason": sid}).raise_for_status()
-            wait_until(lambda sid=sid: kills.reason(sid) == sid, timeout_s=ARRIVAL_BOUND_S)
+
+            def arrived(sid: str = sid) -> bool:
+                return kills.reason(sid) == sid
+
+            wait_until(arrived, timeout_s=ARRIVAL_BOUND_S)
     finally:
         server.stop()
 

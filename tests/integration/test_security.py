@@ -6,9 +6,7 @@ Every refused request is also checked to have changed nothing: the rows of
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,10 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from session_monitor.server import Settings, create_app
+from session_monitor.server import Settings
 from session_monitor.store.models import audit_log, sessions
 from tests.conftest import DatabaseTarget
+from tests.helpers import serving
 
 ADMIN = "admin-secret-7f3a9c1e5b2d"
 CLIENT = "client-secret-4e8b2a6d0c9f"
@@ -30,23 +29,6 @@ WRONG = "wrong-secret-1a2b3c4d5e6f"
 APP = "secure-app"
 
 Snapshot = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
-
-
-@pytest.fixture(autouse=True)
-def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings read SESSION_MONITOR_* variables: a token in the developer's shell must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            yield app, client
 
 
 async def snapshot(app: FastAPI) -> Snapshot:
@@ -152,15 +134,69 @@ async def test_client_endpoint_needs_the_client_or_admin_token(db_target: Databa
             assert await snapshot(app) != before
 
 
-async def test_reads_and_health_stay_open_with_tokens(db_target: DatabaseTarget) -> None:
+READ_ENDPOINTS = {
+    # name: (path, whether the client token may read it)
+    "sessions": ("/sessions", False),
+    "session": ("/sessions/{sid}", False),
+    "changes": ("/sessions?changed_since=2026-01-01T00:00:00%2B00:00", False),
+    "agents": ("/agents", False),
+    "history": ("/history", False),
+    "stats": ("/stats/timeline", False),
+    "metrics": ("/metrics", True),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(READ_ENDPOINTS))
+async def test_reads_need_a_token_when_tokens_are_set(db_target: DatabaseTarget, endpoint: str) -> None:
+    path, client_may = READ_ENDPOINTS[endpoint]
     async with serving(db_target.settings(admin_token=ADMIN, client_token=CLIENT)) as (_, client):
         sid = await register(client)
+        url = path.format(sid=sid)
+        for headers in ({}, auth(WRONG), {"Authorization": f"Basic {ADMIN}"}):
+            response = await client.get(url, headers=headers)
+            assert_error(response, 401)
+            assert response.headers["www-authenticate"] == "Bearer"
+        by_client = await client.get(url, headers=auth(CLIENT))
+        if client_may:
+            assert by_client.status_code == 200, by_client.text
+        else:
+            assert "admin token" in assert_error(by_client, 403)
+        by_admin = await client.get(url, headers=auth(ADMIN))
+        assert by_admin.status_code == 200, by_admin.text
+        if endpoint == "sessions":
+            assert [s["session_id"] for s in by_admin.json()["sessions"]] == [sid]
+
+
+@pytest.mark.parametrize("tokens", ["admin", "both"])
+async def test_open_reads_switch_lets_the_prototype_monitor_list(db_target: DatabaseTarget, tokens: str) -> None:
+    """``SESSION_MONITOR_OPEN_READS``: the prototype's monitor.py lists without a token; admin reads stay guarded."""
+    overrides: dict[str, Any] = {"admin_token": ADMIN, "open_reads": True}
+    if tokens == "both":
+        overrides["client_token"] = CLIENT
+    async with serving(db_target.settings(**overrides)) as (_, client):
+        sid = await register(client, token=overrides.get("client_token"))
         listing = await client.get("/sessions")
-        assert listing.status_code == 200
+        assert listing.status_code == 200, listing.text
         assert [s["session_id"] for s in listing.json()["sessions"]] == [sid]
         assert (await client.get(f"/sessions/{sid}")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 200
+        for path in ("/history", "/audit", "/agents", "/stats/timeline"):
+            assert_error(await client.get(path), 401)
+        assert_error(await client.get("/sessions", headers={"Host": "evil.example"}), 421)
+
+
+async def test_open_reads_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().open_reads is False
+    monkeypatch.setenv("SESSION_MONITOR_OPEN_READS", "true")
+    assert Settings().open_reads is True
+
+
+async def test_health_and_docs_stay_open_with_tokens(db_target: DatabaseTarget) -> None:
+    async with serving(db_target.settings(admin_token=ADMIN, client_token=CLIENT)) as (_, client):
         health = await client.get("/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert (await client.get("/openapi.json")).status_code == 200
+        assert (await client.get("/docs")).status_code == 200
 
 
 async def test_admin_token_alone_leaves_registering_and_ending_open(db_target: DatabaseTarget) -> None:
@@ -174,7 +210,7 @@ async def test_admin_token_alone_leaves_registering_and_ending_open(db_target: D
         assert_error(await client.delete(f"/sessions/{sid}", headers=auth(WRONG)), 401)
         assert await snapshot(app) == before
         assert (await client.delete(f"/sessions/{sid}")).json() == {"status": "deleted"}
-        ended = await client.get(f"/sessions/{sid}")
+        ended = await client.get(f"/sessions/{sid}", headers=auth(ADMIN))
         assert ended.json()["end_reason"] == "closed"
 
 
@@ -305,13 +341,16 @@ HOST_CASES: dict[str, tuple[dict[str, Any], bool]] = {
     "no-tokens": ({}, True),
     "client-token-only": ({"client_token": CLIENT}, True),  # admin actions are still open
     "admin-token-only": ({"admin_token": ADMIN}, True),  # client endpoints (and DELETE) are still open
-    "both-tokens": ({"admin_token": ADMIN, "client_token": CLIENT}, False),
-    "insecure": ({"insecure": True}, False),
+    # Reads are guarded by the admin token, but a rebinding page must not even reach the server's answers.
+    "both-tokens": ({"admin_token": ADMIN, "client_token": CLIENT}, True),
+    "insecure": ({"insecure": True}, True),
+    "explicit-wildcard": ({"allowed_hosts": ["*"], "admin_token": ADMIN, "client_token": CLIENT}, False),
 }
 
 
 async def test_allowed_hosts_admits_a_proxy_name(db_target: DatabaseTarget) -> None:
     async with serving(db_target.settings(allowed_hosts=["monitor.internal"])) as (_, client):
+        assert_error(await client.get("/sessions", headers={"Host": "evil.example"}), 421)
         assert (await client.get("/sessions", headers={"Host": "monitor.internal:8443"})).status_code == 200
         assert_error(await client.get("/sessions", headers={"Host": "other.internal"}), 421)
 
@@ -321,11 +360,13 @@ async def test_foreign_host_names(db_target: DatabaseTarget, case: str) -> None:
     overrides, refused = HOST_CASES[case]
     async with serving(db_target.settings(**overrides)) as (app, client):
         sid = await register(client, token=overrides.get("client_token"))
-        for host in ("localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"):
-            assert (await client.get("/sessions", headers={"Host": host})).status_code == 200, host
+        read = auth(ADMIN) if "admin_token" in overrides else {}
+        # IP literals cannot be rebound: a page reaching the server by address is on that address's origin.
+        for host in ("localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST", "10.1.2.3:8000"):
+            assert (await client.get("/sessions", headers={"Host": host, **read})).status_code == 200, host
         before = await snapshot(app)
         for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil.example", ""):
-            listing = await client.get("/sessions", headers={"Host": host})
+            listing = await client.get("/sessions", headers={"Host": host, **read})
             kill = await client.post(f"/sessions/{sid}/kill", headers={"Host": host, **auth(ADMIN)})
             if refused:
                 assert "ALLOWED_HOSTS" in assert_error(listing, 421)
@@ -334,6 +375,21 @@ async def test_foreign_host_names(db_target: DatabaseTarget, case: str) -> None:
             else:
                 assert listing.status_code == 200, (host, listing.text)
                 assert kill.status_code == 200, (host, kill.text)
+
+
+async def test_dns_rebinding_page_reads_nothing_with_both_tokens(db_target: DatabaseTarget) -> None:
+    """The reproduced attack: a page on evil.example rebound to the server reads the session list.
+
+    The browser sends ``Host: evil.example`` and no token (the page has none); even a request carrying the
+    admin token (it cannot, but the Host check must not depend on it) is refused before any route runs.
+    """
+    async with serving(db_target.settings(admin_token=ADMIN, client_token=CLIENT)) as (_, client):
+        sid = await register(client)
+        for path in ("/sessions", f"/sessions/{sid}", "/metrics", "/agents", "/history", "/stats/timeline"):
+            for headers in ({}, auth(ADMIN)):
+                response = await client.get(path, headers={"Host": "evil.example", **headers})
+                assert "ALLOWED_HOSTS" in assert_error(response, 421), path
+                assert "alice" not in response.text and sid not in response.text and APP not in response.text
 
 
 # -- body size ---------------------------------------------------------------------------------------

@@ -91,8 +91,9 @@ def set_status(url: str, session_id: str, status: str, task: str | None = None) 
     assert response.status_code == 200, response.text
 
 
-def session(url: str, session_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/sessions/{session_id}")
+def session(url: str, session_id: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(f"{url}/sessions/{session_id}", headers=headers)
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
     return data
@@ -351,7 +352,7 @@ def test_admin_token_is_needed_and_read_from_the_environment(tmp_path: Path) -> 
         assert refused.exit_code == 1, refused.output
         assert "401" in refused.output
         assert "SESSION_MONITOR_ADMIN_TOKEN" in refused.output
-        assert session(url, target)["kill_requested"] is False
+        assert session(url, target, ADMIN_TOKEN)["kill_requested"] is False
 
         wrong = run(["kill", target], SESSION_MONITOR_URL=url, SESSION_MONITOR_ADMIN_TOKEN="x" * 32)
         assert wrong.exit_code == 1, wrong.output
@@ -360,12 +361,23 @@ def test_admin_token_is_needed_and_read_from_the_environment(tmp_path: Path) -> 
         accepted = run(["kill", target], SESSION_MONITOR_URL=url, SESSION_MONITOR_ADMIN_TOKEN=ADMIN_TOKEN)
         assert accepted.exit_code == 0, accepted.output
         assert accepted.output.strip() == f"kill requested for session {target}"
-        assert session(url, target)["kill_requested"] is True
+        assert session(url, target, ADMIN_TOKEN)["kill_requested"] is True
         assert ADMIN_TOKEN not in accepted.output
 
         by_flag = run(["kill-all", "reports", "--admin-token", ADMIN_TOKEN], SESSION_MONITOR_URL=url)
         assert by_flag.exit_code == 0, by_flag.output
         assert "kill requested for 1 session(s) of reports" in by_flag.output
+
+
+def test_ls_reads_with_the_admin_token_when_one_is_set(tmp_path: Path) -> None:
+    with running_server(tmp_path, admin_token=ADMIN_TOKEN) as url:
+        register(url, "reports", user_id="alice")
+        refused = run(["ls"], SESSION_MONITOR_URL=url)
+        assert refused.exit_code == 1, refused.output
+        assert "401" in refused.output and "SESSION_MONITOR_ADMIN_TOKEN" in refused.output
+        listed = run(["ls"], SESSION_MONITOR_URL=url, SESSION_MONITOR_ADMIN_TOKEN=ADMIN_TOKEN)
+        assert listed.exit_code == 0, listed.output
+        assert "reports" in listed.output and "alice" in listed.output
 
 
 # --- serve, version ------------------------------------------------------------------------------------------------

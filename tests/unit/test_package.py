@@ -165,7 +165,8 @@ def test_exported_errors_are_the_errors_module_classes() -> None:
 
 def _drawn_tree() -> dict[str, str | None]:
     """Each class of the hierarchy drawn in ``errors``' docstring, with the class it is drawn under."""
-    lines = errors.__doc__.split("::", 1)[1].strip("\n").splitlines()  # type: ignore[union-attr]
+    assert errors.__doc__ is not None
+    lines = errors.__doc__.split("::", 1)[1].strip("\n").splitlines()
     parents: dict[str, str | None] = {}
     stack: list[str] = []
     for line in lines:

@@ -95,7 +95,7 @@ def test_an_unpicklable_job_is_refused_at_submit():
     with pytest.raises(ConfigError, match="must be picklable"):
         pool_jobs._pack(cooperative_steps, (lambda: None,), {})
     with pytest.raises(ConfigError, match="needs a callable"):
-        pool_jobs._pack("not a function", (), {})  # type: ignore[arg-type]
+        pool_jobs._pack("not a function", (), {})
 
 
 def test_job_cancelled_is_an_error_of_ours_not_an_asyncio_cancellation():

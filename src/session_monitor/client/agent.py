@@ -24,6 +24,7 @@ process's facts and redacted command line (``process.py``), and process exit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
@@ -119,8 +120,9 @@ class Agent:
         self.sessions.changed(session_id)
 
     def end(self, session_id: str, reason: str) -> None:
-        """The session ended: tell the server at the next flush. Unknown or already ended ids are ignored."""
+        """The session ended: tell the server now (the agent wakes). Unknown or already ended ids are ignored."""
         self.sessions.end(session_id, reason)
+        self._wake_now()  # sent now, not at the next flush: a closed tab is listed as ended within a round trip
 
     def use(self, usage: Usage) -> None:
         """Send each session's cost and the process's leftovers, measured by ``usage`` (once per process)."""
@@ -174,12 +176,15 @@ class Agent:
                     "agent %s: last sync failed (%s); the server will expire its sessions", self.agent_id, exc
                 )
         self._stopping.set()
-        if loop is not None and self._wake is not None:
-            try:
-                loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:  # the last sync let the thread finish and close its loop already
-                pass
+        self._wake_now()
         self._thread.join(timeout=timeout_s)
+
+    def _wake_now(self) -> None:
+        """Wake the agent's loop from any thread (a no-op once its loop is closed)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the last sync let the thread finish and close its loop
+                loop.call_soon_threadsafe(wake.set)
 
     # -- agent thread -----------------------------------------------------------------------------
 
@@ -208,10 +213,8 @@ class Agent:
                 await self._sync_loop()
             finally:
                 commands.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await commands
-                except asyncio.CancelledError:
-                    pass
 
     async def _sync_loop(self) -> None:
         assert self._wake is not None
@@ -239,10 +242,8 @@ class Agent:
                 else:
                     last_sync = time.monotonic()
                     backoff_s = 0.5
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.flush_delay_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def _measure(self, now: float, due: bool) -> None:

@@ -92,9 +92,8 @@ class _Counter:
         elif kind == "Series":
             self._block(value._mgr.blocks[0].values if hasattr(value._mgr, "blocks") else value.array)
             self.add(value.index)
-        elif kind.endswith("Index"):
-            if kind != "RangeIndex":
-                self._block(value._data)
+        elif kind.endswith("Index") and kind != "RangeIndex":
+            self._block(value._data)
 
     def _block(self, values: Any) -> None:
         if id(values) in self.seen:

@@ -8,8 +8,10 @@ session's end is in its last sync), then the :func:`on_exit` hooks (trackers end
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -61,15 +63,68 @@ def register_at_exit() -> None:
 
 
 def install_sigterm_exit() -> None:
-    """Make SIGTERM exit through ``sys.exit`` so the exit hooks run (its default kills without them)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Make SIGTERM exit through ``sys.exit`` so the exit hooks run (its default kills without them).
+
+    Called when the agent starts, on whatever thread made the first tracker. ``signal.signal`` works on
+    the main thread only, so the handler is normally in place already: installed when this module was
+    imported (on the main thread, as an app's imports are), idle until now. Imported on another thread,
+    the installation is handed to the main thread's Tornado/Panel IOLoop when one runs there.
+
+    A handler someone else installed (Tornado, Panel, Bokeh, uvicorn, the program) is never replaced:
+    theirs runs, and the normal exit it leads to runs the hooks anyway. One installed over ours may call
+    ours in turn (uvicorn re-raises the signal once it restored ours): ours then exits through the hooks.
+    """
+    global _armed
+    _armed = True
+    if threading.current_thread() is threading.main_thread():
+        _install()
         return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # ours already, or someone else's
+    loop = _main_thread_loop()
+    if loop is None:
+        logger.info(
+            "session monitor: SIGTERM will not end this process's sessions at once (the first tracker was made "
+            "off the main thread, which runs no IOLoop); the server ends them as process_lost"
+        )
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(_install)
+
+
+_armed = False
+"""Whether the process has an agent: only then does SIGTERM exit through the hooks."""
+
+
+def _install() -> None:
+    """Install the handler on the main thread, unless a handler of someone else's is there."""
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    except (ValueError, OSError):  # not the main interpreter, or no signals here
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main thread or interpreter, or no signals here
         pass
 
 
-def _exit_on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
+def _main_thread_loop() -> Any:
+    """The asyncio loop a Tornado IOLoop (Panel's, Bokeh's) runs on the main thread, or ``None``."""
+    ioloop = sys.modules.get("tornado.ioloop")
+    registry = getattr(getattr(ioloop, "IOLoop", None), "_ioloop_for_asyncio", None)
+    if not registry:
+        return None
+    main = threading.main_thread().ident
+    for loop in list(registry):
+        if getattr(loop, "_thread_id", None) == main and loop.is_running():
+            return loop
+    return None
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    if _armed:
+        raise SystemExit(128 + signum)
+    # No agent in this process: SIGTERM's default action, as if the monitor had never been imported.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGTERM)
+
+
+if threading.current_thread() is threading.main_thread():
+    _install()  # idle until an agent starts (see install_sigterm_exit)

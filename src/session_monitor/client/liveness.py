@@ -4,9 +4,13 @@ Why the websocket and not a browser heartbeat (DESIGN.md, "Facts measured"): a c
 closes within 10-90 ms, while Bokeh destroys the session only 15-32 s later; a hidden tab runs timers
 once a minute and a frozen one none, yet both keep their socket and answer pings. So:
 
-- **closed**: the session's last websocket went away. The session is ``disconnected`` at once and,
-  if no websocket comes back within ``disconnect_grace_s`` (Bokeh's first reconnection attempt is
-  immediate), it ends as ``browser_lost``.
+- **goodbye**: the session's last websocket was closed by the browser with code 1001 ("going away":
+  Chromium sends it when a tab is closed, reloaded or navigated away, and when the browser quits). The
+  session ends as ``browser_lost`` at once.
+- **closed**: the session's last websocket went away otherwise (no close frame: a killed browser, a
+  cut connection; or any other code). The session is ``disconnected`` at once and, if no websocket
+  comes back within ``disconnect_grace_s`` (Panel's ``reconnect=True`` retries at once), it ends as
+  ``browser_lost``.
 - **dead**: a websocket that answered none of our pings for ``dead_socket_s`` (a stopped browser, a
   network cut without FIN) is closed and counts as gone.
 - **idle** (opt-in per app): no user interaction and no running task for ``idle_timeout_s``, or older
@@ -18,6 +22,7 @@ named in :class:`Watch`; ``client/panel.py`` wires them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +51,25 @@ PING_PAYLOAD = b"session-monitor"
 """Our pings' payload: their pongs are not handed to Bokeh, which expects its own counters."""
 
 DEAD_SOCKET_REASON = "no answer to pings"
+
+GOING_AWAY = 1001
+"""The close code of a browser leaving the page (RFC 6455 section 7.4.1)."""
+
+_CLOSED_BY_SERVER = "_session_monitor_closed_by_server"
+"""Set on a websocket handler once the server side (we, Bokeh, Panel) called its ``close``."""
+
+
+def said_goodbye(socket: Any) -> bool:
+    """Whether the browser closed this websocket with 1001 ("going away") on its own.
+
+    Tornado sets ``close_code`` to the code of the client's close frame before ``on_close`` runs (and
+    Bokeh unsubscribes the connection from ``on_close``); ``None`` when the connection ended without a
+    close frame. When the server closed first, the client's frame only echoes the server's code (our
+    kill closes with 1001 too): that is not a goodbye.
+    """
+    if socket is None or getattr(socket, _CLOSED_BY_SERVER, False):
+        return False
+    return getattr(socket, "close_code", None) == GOING_AWAY
 
 
 @dataclass(frozen=True)
@@ -205,20 +229,12 @@ class Watch:
         self.pong_at.pop(connection, None)
         self.dead.discard(connection)
         if not self.closed:
-            self._check_gone()
+            self._check_gone(goodbye=said_goodbye(getattr(connection, "_socket", None)))
 
     def _connected(self, connection: Any) -> None:
         socket = getattr(connection, "_socket", None)
         if socket is not None and not getattr(socket, "_session_monitor_pong", False):
-            original = socket.on_pong
-
-            def on_pong(data: bytes) -> None:
-                self.pong_at[connection] = self.liveness.clock()
-                if data != PING_PAYLOAD:
-                    original(data)
-
-            socket.on_pong = on_pong
-            socket._session_monitor_pong = True
+            self._follow(connection, socket)
         self.pong_at[connection] = self.liveness.clock()
         if self.disconnected_since is not None:
             logger.info("session %s: websocket back after %.1f s", self.session_id, self.elapsed_disconnected())
@@ -229,6 +245,23 @@ class Watch:
             self.connected_once = True
             self.on_first_connect()
 
+    def _follow(self, connection: Any, socket: Any) -> None:
+        """Time this websocket's pongs (ours are not handed on) and note when the server closes it."""
+        on_pong, close = socket.on_pong, socket.close
+
+        def timed_on_pong(data: bytes) -> None:
+            self.pong_at[connection] = self.liveness.clock()
+            if data != PING_PAYLOAD:
+                on_pong(data)
+
+        def marked_close(code: int | None = None, reason: str | None = None) -> None:
+            setattr(socket, _CLOSED_BY_SERVER, True)
+            close(code, reason)
+
+        socket.on_pong = timed_on_pong
+        socket.close = marked_close
+        socket._session_monitor_pong = True
+
     def live_connections(self) -> list[Any]:
         return [c for c in list(getattr(self.session, "_subscribed_connections", ())) if c not in self.dead]
 
@@ -236,9 +269,19 @@ class Watch:
         since = self.disconnected_since
         return 0.0 if since is None else self.liveness.clock() - since
 
-    def _check_gone(self) -> None:
-        """No live websocket left: ``disconnected`` now, ended after the grace unless one comes back."""
-        if not self.connected_once or self.live_connections() or self.disconnected_since is not None:
+    def _check_gone(self, goodbye: bool = False) -> None:
+        """No live websocket left: ended now after a browser's goodbye (1001), else ``disconnected`` now and
+        ended after the grace unless one comes back."""
+        if not self.connected_once or self.live_connections():
+            return
+        if goodbye:
+            logger.info("session %s: browser left the page (websocket closed with 1001)", self.session_id)
+            self.close()
+            if self.liveness.watches.get(self.session_id) is self:
+                del self.liveness.watches[self.session_id]
+            self.liveness.end(self.session_id, "browser_lost", None)
+            return
+        if self.disconnected_since is not None:
             return
         self.disconnected_since = self.liveness.clock()
         self.liveness.on_disconnect(self.session_id)
@@ -273,10 +316,8 @@ class Watch:
                 except Exception:
                     logger.debug("session %s: closing a dead websocket failed", self.session_id, exc_info=True)
                 continue
-            try:
+            with contextlib.suppress(WebSocketClosedError):
                 socket.ping(PING_PAYLOAD)
-            except WebSocketClosedError:
-                pass
         self._check_gone()
 
     def close(self) -> None:
@@ -286,10 +327,8 @@ class Watch:
         self.closed = True
         self._cancel_grace()
         for name, original in self._unwrap:
-            try:
+            with contextlib.suppress(Exception):
                 setattr(self.session, name, original)
-            except Exception:
-                pass
         self._unwrap.clear()
 
 

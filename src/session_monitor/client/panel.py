@@ -7,7 +7,7 @@ served script's globals before ``on_session_destroyed`` runs.
 
 A kill, applied with ``doc.add_next_tick_callback`` on the session's IOLoop:
 every ``on_kill`` callback once (awaited if async; one raising does not stop
-the others), a notification with the reason, each websocket closed with code
+the others), the page's one notice set to the reason, each websocket closed with code
 1001 and the reason, then the session discarded at once through Bokeh's
 application context, so its ``on_session_destroyed`` hooks run now instead of
 15-32 s later.
@@ -27,6 +27,7 @@ goes agent -> ``tracker.request_kill`` -> ``binding.schedule_kill`` -> :func:`_e
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import threading
 import weakref
@@ -43,7 +44,7 @@ from tornado.ioloop import IOLoop
 
 from session_monitor.client import dispatch, threads
 from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
-from session_monitor.client.browser import make_component
+from session_monitor.client.browser import make_component, mark_ended
 from session_monitor.client.callbacks import await_callbacks
 from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, expiry, resolve_liveness
 from session_monitor.client.usage import Usage
@@ -334,8 +335,9 @@ async def _end_on_loop(session_id: str, reason: str, message: str | None) -> Non
 def _enable_kill_notice() -> None:
     """Let this session show why it was killed, even if the app did not enable notifications.
 
-    Set while the session is being built, Panel's config applies to this session only; Panel's own
-    ``disconnect_notification`` ("Server connection lost." unless the app changed it) then shows too.
+    Set while the session is being built, Panel's config applies to this session only. Panel's own
+    ``disconnect_notification`` ("Server connection lost." unless the app changed it) shows when the
+    websocket is lost; a kill or an expiry puts its reason in its place (:func:`_notify`).
     """
     try:
         if not pn.config.notifications:
@@ -359,16 +361,27 @@ def _session_destroyed(session_context: Any) -> None:
 
 
 def _notify(doc: Document, message: str) -> None:
-    """Tell the user why, in the page, before the socket closes (as text, never HTML)."""
+    """Tell the user why, once, as the socket closes (as text, never HTML), and let the page stay closed.
+
+    Panel's notification area shows its ``disconnect_notification`` ("Server connection lost.") when
+    the websocket closes: this session's area shows ``message`` in its place, so the page gets one
+    notice, with the reason. The page is told not to reconnect (``reconnect=True`` would rebuild the
+    session only for it to be ended again); the browser component then greys the page.
+    """
     try:
         # Bokeh sets curdoc only while a coroutine callback is created, not while it runs: set it for Panel.
         with set_curdoc(doc):
             notifications = pn.state.notifications
-            if notifications is None:
-                return
-            notifications.error(message, duration=0)  # type: ignore[no-untyped-call]
+            if notifications is not None:
+                # Notyf writes the message as HTML: escaped, it shows as the text it is.
+                lost = {"type": "error", "message": html.escape(message)}
+                notifications.js_events = {**notifications.js_events, "connection_lost": lost}
+                area = getattr(notifications, "_documents", {}).get(doc)  # its model in this document
+                if area is not None:
+                    area.tags = []  # "prompt" would offer a manual reconnect under the notice
+            mark_ended(doc)
     except Exception:
-        logger.debug("could not show the kill notification", exc_info=True)
+        logger.debug("could not set the session's closing notice", exc_info=True)
 
 
 async def _discard(context: Any, session_id: str, message: str) -> None:

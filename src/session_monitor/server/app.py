@@ -15,10 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from session_monitor import defaults
 from session_monitor._version import __version__
 from session_monitor.errors import SessionNotFound
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.coordination import PgCoordinator
+from session_monitor.server.lost import LossWatch, run_loss_watch
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
 from session_monitor.server.routes import admin, agents, health, session_client, sessions, stats
@@ -98,6 +100,13 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         app.state.store = store
         app.state.agent_store = agent_store = AgentStore(store)
         logger.info("session monitor %s using %s", __version__, db.describe())
+        allowed = settings.host_allowlist
+        logger.info(
+            "answering Host names: %s",
+            "any (SESSION_MONITOR_ALLOWED_HOSTS has *)"
+            if allowed is None
+            else ", ".join(sorted(allowed)) + ", IP literals",
+        )
         stop = asyncio.Event()
         reaper: asyncio.Task[None] | None = None
         coordinator: PgCoordinator | None = None
@@ -139,11 +148,23 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 ),
                 name="session-monitor-reaper",
             )
+        # Every replica watches the long-polls it holds itself, whichever of them reaps.
+        loss_task = asyncio.create_task(
+            run_loss_watch(
+                loss_watch,
+                store,
+                interval_s=defaults.LOST_CHECK_INTERVAL_S,
+                stop=stop,
+                on_lost=lambda agent: metrics.sessions_ended.labels("process_lost").inc(agent.sessions_ended),
+            ),
+            name="session-monitor-loss-watch",
+        )
         try:
             yield
         finally:
             hub.close()
             stop.set()
+            await loss_task
             if reaper is not None:
                 await reaper
             if coordinator is not None:
@@ -154,6 +175,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.hub = hub = CommandHub()
+    # No decision in the first sync interval: agents cut off by a restart get the time to come back.
+    app.state.loss_watch = loss_watch = LossWatch(
+        lost_after_s=settings.process_lost_after_s, warmup_s=settings.sync_interval_s
+    )
     _install_error_handlers(app)
     app.include_router(sessions.router)  # first: DELETE /sessions/stale before DELETE /sessions/{session_id}
     app.include_router(session_client.router)

@@ -108,6 +108,35 @@ async def require_client_or_admin(request: Request) -> Principal:
     return principal
 
 
+async def require_reader(request: Request) -> Principal:
+    """Reading sessions (users, tasks, hosts): the admin token when one is configured.
+
+    The client token is not enough: it sits in the environment of every Panel process, which never needs
+    to read other sessions, so a leaked one must not reveal who runs what. ``open_reads`` leaves the reads
+    the prototype had open (its ``monitor.py`` lists without a token) open.
+    """
+    if get_settings(request).open_reads:
+        return _principal(request, get_settings(request))
+    return await require_admin(request)
+
+
+async def require_metrics_reader(request: Request) -> Principal:
+    """``/metrics`` (counts by app, state and reason; no users or tasks): the admin or the client token.
+
+    A Prometheus scraper can then hold the lower-privilege client token instead of the admin one.
+    """
+    settings = get_settings(request)
+    principal = _principal(request, settings)
+    guarded = settings.admin_token is not None or settings.client_token is not None
+    if guarded and principal.role == "anonymous" and not settings.open_reads:
+        raise HTTPException(
+            401,
+            "admin or client token required: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
 def as_actor(principal: Principal) -> Actor:
     return Actor(principal.actor, principal.remote_addr)
 
@@ -120,3 +149,5 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 ClientDep = Annotated[Principal, Depends(require_client)]
 EnderDep = Annotated[Principal, Depends(require_client_or_admin)]
+ReaderDep = Annotated[Principal, Depends(require_reader)]
+MetricsReaderDep = Annotated[Principal, Depends(require_metrics_reader)]

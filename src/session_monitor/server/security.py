@@ -9,13 +9,17 @@ server's, is refused (the approach of Go's ``http.CrossOriginProtection``).
 Tokens travel only in the ``Authorization`` header, which a cross-site page
 cannot set without a CORS preflight we never approve.
 
-DNS rebinding: unless both tokens are set, some endpoint is open, so the server
-only answers ``Host`` headers naming loopback, its bind address or
-``allowed_hosts``: a page on an attacker's domain resolved to it gets nothing.
+DNS rebinding: whatever tokens are set, the server only answers ``Host`` headers
+naming loopback, its bind address, ``allowed_hosts`` or an IP literal: a page on
+an attacker's domain resolved to it gets nothing (not even a 401 to probe with).
+An IP literal cannot be rebound: a page that reaches the server by address has
+that address as its origin, which the attacker does not control. Only an explicit
+``allowed_hosts=["*"]`` turns the check off.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from collections.abc import Iterable, MutableMapping
@@ -53,6 +57,20 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
+def host_allowed(host_header: str, allowlist: frozenset[str] | None) -> bool:
+    """Whether a request with this ``Host`` header is served (``allowlist`` ``None``: any)."""
+    if allowlist is None:
+        return True
+    name = _host_name(host_header).lower()
+    if name in allowlist:
+        return True
+    try:
+        ipaddress.ip_address(name.strip("[]") if name.startswith("[") else name)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class GuardMiddleware:
     """Body limit (413), loopback Host check, and cross-site refusal, before any route runs."""
@@ -68,9 +86,11 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host") or ""
-        if self.host_allowlist is not None and _host_name(host).lower() not in self.host_allowlist:
+        if not host_allowed(host, self.host_allowlist):
             await send_error(
-                send, 421, f"host {host!r} is not served: set both tokens, or add it to SESSION_MONITOR_ALLOWED_HOSTS"
+                send,
+                421,
+                f"host {host[:100]!r} is not served (DNS-rebinding guard): add it to SESSION_MONITOR_ALLOWED_HOSTS",
             )
             return
         method = scope["method"]

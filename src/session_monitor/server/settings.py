@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -22,6 +24,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _machine_names() -> set[str]:
+    """This machine's host names, as a browser on the network would type them."""
+    names = {socket.gethostname().lower()}
+    with contextlib.suppress(OSError):
+        names.add(socket.getfqdn().lower())
+    return {name for name in names if name}
 
 
 class Settings(BaseSettings):
@@ -48,6 +58,13 @@ class Settings(BaseSettings):
     sync_interval_s: float = Field(
         default=defaults.SYNC_INTERVAL_S, gt=0, le=60, description="How often agents sync (they are told)."
     )
+    process_lost_after_s: float = Field(
+        default=defaults.PROCESS_LOST_AFTER_S,
+        gt=0,
+        le=3600,
+        description="End an agent's sessions as process_lost this long after its long-poll dropped without a new "
+        "poll or sync.",
+    )
     max_sync_body_bytes: int = Field(
         default=defaults.MAX_SYNC_BODY_BYTES, ge=1024, description="Body limit of an agent sync."
     )
@@ -57,7 +74,11 @@ class Settings(BaseSettings):
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
-        description="Extra Host header names to answer (e.g. behind a reverse proxy) unless both tokens are set.",
+        description='Extra Host header names to answer (e.g. behind a reverse proxy); ["*"] answers any.',
+    )
+    open_reads: bool = Field(
+        default=False,
+        description="Leave GET /sessions, /sessions/{id} and /metrics open with tokens set (the prototype's monitor).",
     )
     run_reaper: bool = Field(default=True, description="Run the reaper inside this server process.")
 
@@ -85,16 +106,19 @@ class Settings(BaseSettings):
 
     @property
     def host_allowlist(self) -> frozenset[str] | None:
-        """Host header names this server answers, or ``None`` for any.
+        """Host header names this server answers, or ``None`` for any (only when ``allowed_hosts`` has ``*``).
 
-        Unless both tokens are set (or --insecure), some endpoint is open, so a page on an attacker's
-        domain that resolves to this server (DNS rebinding) must get nothing: only loopback names, the
-        bind address and ``allowed_hosts`` are served.
+        Always on, tokens or not: a page on an attacker's domain that resolves to this server (DNS
+        rebinding) must get nothing, not even a 401 it could probe with. Served: loopback names, the bind
+        address (for a wildcard bind, this machine's names), ``allowed_hosts``, and any IP literal (which
+        cannot be rebound; the guard admits those itself).
         """
-        if self.insecure or (self.admin_token is not None and self.client_token is not None):
+        if "*" in self.allowed_hosts:
             return None
         names = set(LOOPBACK_NAMES) | {h.lower() for h in self.allowed_hosts}
-        if self.host not in ("0.0.0.0", "::", ""):
+        if self.host in ("0.0.0.0", "::", ""):
+            names |= _machine_names()
+        else:
             names.add(self.host.lower())
         return frozenset(names)
 

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from session_monitor.protocol import KILL, SyncRequest
 from session_monitor.store.base import end_values
+from session_monitor.store.lost import PROCESS_LOST, lost_since
 from session_monitor.store.models import agents, commands, sessions
 from session_monitor.store.repository import Store
 
@@ -34,7 +35,7 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-REVIVABLE = ("expired", "browser_lost")
+REVIVABLE = ("expired", "browser_lost", PROCESS_LOST)
 """End reasons a session reported live again by its agent comes back from."""
 
 
@@ -65,9 +66,9 @@ def _upsert_sessions(conn: sa.Connection) -> Any:
             "end_reason": None,
             "ended_by": None,
         },
-        # Revive a session the reaper expired while its agent was cut off, or whose browser
-        # came back after the grace (Bokeh re-creates it under the same id); never one that
-        # was killed or closed.
+        # Revive a session the reaper expired, or the server declared lost, while its agent was
+        # cut off, or whose browser came back after the grace (Bokeh re-creates it under the same
+        # id); never one that was killed or closed.
         # (The reasons are spelled out: an expanding IN cannot run with many parameter sets.)
         where=sa.or_(c.ended_at.is_(None), *(c.end_reason == reason for reason in REVIVABLE)),
     )
@@ -142,7 +143,8 @@ def _end_reported(conn: sa.Connection, agent_id: str, req: SyncRequest, now: dat
         sessions.update()
         .where(
             c.session_id == sa.bindparam("sid"),
-            c.ended_at.is_(None),
+            # The agent's own account of an end beats the server's guess that its process was lost.
+            sa.or_(c.ended_at.is_(None), c.end_reason == PROCESS_LOST),
             sa.or_(c.agent_id == agent_id, c.agent_id.is_(None)),
         )
         .values(**end_values(sa.bindparam("reason"), "agent", now, at=sa.bindparam("at"))),
@@ -208,7 +210,9 @@ class AgentStore:
                 _mark_back_from_silence(conn, agent_id, now)
             if req.exiting:
                 _end_all(conn, agent_id, now)
-            return SyncResult(resync=last_seen is None and not req.full, commands=self._pending(conn, agent_id, req))
+            # Back after the server declared it lost: its full sync revives the sessions it still has.
+            resync = not req.full and (last_seen is None or lost_since(conn, agent_id, last_seen))
+            return SyncResult(resync=resync, commands=self._pending(conn, agent_id, req))
 
         return await self.db.write(op)
 

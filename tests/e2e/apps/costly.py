@@ -4,7 +4,7 @@ import threading
 import time
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
 from tests.e2e.apps import workers
 

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from functools import partial
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
 import pytest
+from bokeh.core.types import ID
 from bokeh.document import Document
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource, Div  # type: ignore[attr-defined]
 from bokeh.server.session import ServerSession
 from tornado.ioloop import IOLoop
 
@@ -66,7 +67,7 @@ def test_snapshot_names_the_slowest_callback_through_partials_and_wrappers() -> 
 
 
 async def _serve(doc: Document, sid: str) -> ServerSession:
-    return ServerSession(sid, doc, IOLoop.current())
+    return ServerSession(ID(sid), doc, IOLoop.current())
 
 
 async def test_document_callbacks_and_coroutine_steps_are_timed_for_their_session() -> None:
@@ -87,7 +88,7 @@ async def test_document_callbacks_and_coroutine_steps_are_timed_for_their_sessio
         time.sleep(0.1)
 
     doc.add_next_tick_callback(blocking)
-    doc.add_next_tick_callback(stepping)
+    doc.add_next_tick_callback(stepping)  # type: ignore[arg-type]
     other.add_next_tick_callback(lambda: None)
     await asyncio.sleep(0.8)
     busy, quiet = cost.find("busy"), cost.find("quiet")
@@ -235,4 +236,5 @@ def test_a_forgotten_session_is_not_metered_again_until_it_lives_again() -> None
     late.add(S, S, on_click)
     assert cost.find("gone") is None  # a late callback after the end is counted nowhere
     cost.revive("gone")  # re-created under its id (reconnect)
-    assert cost.meter("gone") is cost.find("gone") and cost.find("gone").ended_at is None
+    revived = cost.find("gone")
+    assert revived is not None and cost.meter("gone") is revived and revived.ended_at is None

@@ -3,14 +3,25 @@ has a websocket."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from bokeh.core.types import ID
+from bokeh.document import Document
+from bokeh.server.connection import ServerConnection
+from bokeh.server.session import ServerSession
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.testing import bind_unused_port
+from tornado.web import Application
+from tornado.websocket import WebSocketClientConnection, WebSocketHandler, websocket_connect
 
 from session_monitor import ConfigError, SessionClient
 from session_monitor.client.agent import Agent
-from session_monitor.client.liveness import AppSeconds, expiry, resolve_liveness
+from session_monitor.client.liveness import AppSeconds, Liveness, LivenessConfig, expiry, resolve_liveness
 from session_monitor.client.setup_hook import ROOT_APP_NAME, app_name_of
 from tests.helpers import wait_until
 
@@ -126,3 +137,145 @@ def test_an_activated_session_that_ends_is_sent_with_its_reason(agent, server) -
     wait_until(lambda: any(end["session_id"] == "s1" for end in server.ends_sent()), timeout_s=5)
     assert [end["reason"] for end in server.ends_sent() if end["session_id"] == "s1"] == ["browser_lost"]
     assert len(server.sessions_sent("s1")) == 1
+
+
+# --- Watch: a real Bokeh ServerSession, real Tornado websockets, closed in the ways browsers close them ---
+
+
+class BokehLikeHandler(WebSocketHandler):
+    """Tornado's handler glued to a Bokeh session the way Bokeh's ``WSHandler`` is: a ``ServerConnection``
+    subscribes on open; ``on_close`` detaches it (Tornado has set ``close_code`` by then)."""
+
+    def initialize(self, session: ServerSession) -> None:
+        self.session = session
+        self.connection: ServerConnection | None = None
+
+    def open(self) -> None:
+        self.connection = ServerConnection(None, self, None, self.session)
+
+    def on_close(self) -> None:
+        if self.connection is not None:
+            self.connection.detach_session()
+
+
+class Events:
+    """What the watch told the integration, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.at: dict[str, float] = {}
+        """When each kind was last seen (the loop's clock, taken in the callback)."""
+
+    def add(self, kind: str, session_id: str) -> None:
+        self.seen.append((kind, session_id))
+        self.at[kind] = IOLoop.current().time()
+
+    def end(self, session_id: str, reason: str, _message: str | None) -> None:
+        self.add("end:" + reason, session_id)
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.seen]
+
+
+@pytest.fixture
+async def watched() -> Any:
+    """A Bokeh session behind a real websocket endpoint, watched with a 0.3 s grace; yields (url, events, liveness)."""
+    loop = IOLoop.current()
+    session = ServerSession(ID("s1"), Document(), loop)
+    events = Events()
+    liveness = Liveness(
+        LivenessConfig(disconnect_grace_s=GRACE_S, dead_socket_s=60.0),
+        loop,
+        end=events.end,
+        on_disconnect=lambda sid: events.add("disconnected", sid),
+        on_reconnect=lambda sid: events.add("reconnected", sid),
+        cull=lambda _watch, _now: None,
+    )
+    liveness.watch("s1", session, lambda: events.add("first", "s1"))
+    app = Application([(r"/ws", BokehLikeHandler, {"session": session})])
+    sock, port = bind_unused_port("127.0.0.1")
+    server = HTTPServer(app)
+    server.add_sockets([sock])
+    try:
+        yield f"ws://127.0.0.1:{port}/ws", events, liveness, session
+    finally:
+        while OPEN_CLIENTS:
+            OPEN_CLIENTS.pop().close()
+        await asyncio.sleep(0.05)
+        liveness.stop()
+        server.stop()
+        await server.close_all_connections()
+
+
+GRACE_S = 0.3
+
+
+async def eventually(predicate: Any, timeout_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+OPEN_CLIENTS: list[WebSocketClientConnection] = []
+"""Every client a test opened, closed at teardown (a closed one is a no-op)."""
+
+
+async def connected(url: str, session: ServerSession) -> WebSocketClientConnection:
+    count = session.connection_count
+    client = await websocket_connect(url)
+    OPEN_CLIENTS.append(client)
+    await eventually(lambda: session.connection_count == count + 1)
+    return client
+
+
+async def test_a_browser_goodbye_1001_ends_the_session_at_once(watched: Any) -> None:
+    url, events, liveness, session = watched
+    client = await connected(url, session)
+    client.close(1001)  # what Chromium sends when the tab closes, reloads or navigates away
+    await eventually(lambda: "end:browser_lost" in events.kinds())
+    assert events.kinds() == ["first", "end:browser_lost"]  # never "disconnected": no grace
+    assert "s1" not in liveness.watches
+
+
+@pytest.mark.parametrize("how", ["no close frame", "close 1000", "server closed 1001"])
+async def test_other_closes_wait_for_the_grace_then_end_as_browser_lost(watched: Any, how: str) -> None:
+    url, events, _liveness, session = watched
+    client = await connected(url, session)
+    if how == "no close frame":  # a killed browser, a cut connection: the TCP connection just ends
+        assert client.protocol is not None and client.protocol.stream is not None
+        client.protocol.stream.close()
+    elif how == "close 1000":
+        client.close(1000)
+    else:  # our dead-socket close (or a kill) is 1001 too; the browser only echoes it
+        next(iter(session._subscribed_connections))._socket.close(1001, "server side")
+    await eventually(lambda: "end:browser_lost" in events.kinds())
+    assert events.at["end:browser_lost"] - events.at["disconnected"] >= GRACE_S * 0.99
+    assert events.kinds() == ["first", "disconnected", "end:browser_lost"]
+
+
+async def test_a_websocket_back_within_the_grace_keeps_the_session(watched: Any) -> None:
+    url, events, liveness, session = watched
+    client = await connected(url, session)
+    assert client.protocol is not None and client.protocol.stream is not None
+    client.protocol.stream.close()
+    await eventually(lambda: "disconnected" in events.kinds())
+    again = await connected(url, session)  # Panel's reconnect=True: the first attempt is immediate
+    await asyncio.sleep(GRACE_S * 2)
+    assert events.kinds() == ["first", "disconnected", "reconnected"]
+    assert "s1" in liveness.watches
+    again.close(1001)  # and that socket's goodbye still ends it at once
+    await eventually(lambda: events.kinds()[-1] == "end:browser_lost")
+
+
+async def test_a_goodbye_from_one_of_two_websockets_ends_nothing(watched: Any) -> None:
+    url, events, _liveness, session = watched
+    first = await connected(url, session)
+    second = await connected(url, session)
+    first.close(1001)
+    await eventually(lambda: session.connection_count == 1)
+    await asyncio.sleep(GRACE_S * 2)
+    assert events.kinds() == ["first"]
+    second.close(1001)
+    await eventually(lambda: events.kinds() == ["first", "end:browser_lost"])

@@ -142,9 +142,8 @@ def test_task_marks_running_and_restores_after(agent, server):
     assert tracker._record.task_started_at is None
     wait_until(lambda: last_state(server, tracker.session_id) == ("idle", None))
 
-    with pytest.raises(ZeroDivisionError):
-        with tracker.task("boom"):
-            raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError), tracker.task("boom"):
+        raise ZeroDivisionError
     assert (tracker.status, tracker.current_task) == ("idle", None)
 
 
@@ -414,7 +413,11 @@ def test_a_kill_wins_over_an_end_reason_that_comes_after_it(agent, server):
     tracker.on_kill(calls.sync("cleanup"))
     wait_until(lambda: server.sessions_sent(tracker.session_id))
     busy = threading.Event()
-    run_in_background(busy.wait)  # the callback thread is busy: the kill's own end must wait its turn
+
+    def hold() -> None:
+        busy.wait()
+
+    run_in_background(hold)  # the callback thread is busy: the kill's own end must wait its turn
 
     tracker.request_kill("maintenance")
     tracker.request_kill("again")  # once only

@@ -287,20 +287,24 @@ async def test_server_runs_the_reaper_at_start(db_target: DatabaseTarget, clock:
         return None
 
     first = create_app(db_target.settings(), clock=clock)
-    async with first.router.lifespan_context(first):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://127.0.0.1") as c:
-            silent = (await c.post("/sessions", json={"app_name": "app"})).json()["session_id"]
+    async with (
+        first.router.lifespan_context(first),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://127.0.0.1") as c,
+    ):
+        silent = (await c.post("/sessions", json={"app_name": "app"})).json()["session_id"]
     clock.advance(seconds=EXPIRE_S + 1)
 
     app = create_app(db_target.settings(run_reaper=True, reaper_interval_s=3600, expire_after_s=EXPIRE_S), clock=clock)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c,
+    ):
 
-            async def ended() -> bool:
-                return bool((await c.get(f"/sessions/{silent}")).json()["end_reason"] == "expired")
+        async def ended() -> bool:
+            return bool((await c.get(f"/sessions/{silent}")).json()["end_reason"] == "expired")
 
-            await eventually(ended)
-            row = (await c.get(f"/sessions/{silent}")).json()
-            assert row["ended_by"] == "reaper"
-            text = (await c.get("/metrics")).text
-            assert metric(text, "session_monitor_sessions_ended_total", reason="expired") == 1.0
+        await eventually(ended)
+        row = (await c.get(f"/sessions/{silent}")).json()
+        assert row["ended_by"] == "reaper"
+        text = (await c.get("/metrics")).text
+        assert metric(text, "session_monitor_sessions_ended_total", reason="expired") == 1.0

@@ -35,7 +35,7 @@ async def store(db_target: DatabaseTarget, clock: FakeClock) -> AsyncIterator[St
 
 
 def _row(sid: str, **values: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {name: None for name in sessions.c.keys()}
+    row: dict[str, Any] = {column.name: None for column in sessions.c}
     row.update(
         session_id=sid,
         app_name="app",
@@ -237,7 +237,7 @@ async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.
 async def test_json_pages_and_filters_match(store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     await _seed(store)
     monkeypatch.setattr(reads, "LIST_CHUNK_ROWS", 5)
-    cases = [
+    cases: list[tuple[SessionFilters, dict[str, Any]]] = [
         (SessionFilters(state="stale"), {}),
         (SessionFilters(state="running"), {"limit": 9, "offset": 3}),
         (SessionFilters(state="disconnected"), {}),

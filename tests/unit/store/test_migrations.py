@@ -175,34 +175,36 @@ async def test_version_1_database_upgrades_without_losing_rows(db_target: Databa
 
     # and through the API, with every newer feature
     app = create_app(db_target.settings(), clock=clock)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-            assert (await client.post("/sessions/old-killed/heartbeat")).json() == {"kill_requested": True}
-            assert (await client.post("/sessions/old-idle/heartbeat")).json() == {"kill_requested": False}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+    ):
+        assert (await client.post("/sessions/old-killed/heartbeat")).json() == {"kill_requested": True}
+        assert (await client.post("/sessions/old-idle/heartbeat")).json() == {"kill_requested": False}
 
-            response = await client.put(
-                "/sessions/old-running/status", json={"status": "running", "current_task": "Generating Report"}
-            )
-            assert response.status_code == 200
-            row = (await client.get("/sessions/old-running")).json()
-            assert datetime.fromisoformat(row["task_started_at"]) == clock.now  # timing starts now
+        response = await client.put(
+            "/sessions/old-running/status", json={"status": "running", "current_task": "Generating Report"}
+        )
+        assert response.status_code == 200
+        row = (await client.get("/sessions/old-running")).json()
+        assert datetime.fromisoformat(row["task_started_at"]) == clock.now  # timing starts now
 
-            response = await client.post(
-                "/sessions/old-idle/kill", json={"reason": "upgrade"}, headers={"X-Session-Monitor-Actor": "ops"}
-            )
-            assert response.json() == {"status": "kill_requested"}
-            [entry] = (await client.get("/audit")).json()["entries"]
-            assert (entry["actor"], entry["action"], entry["target"]) == ("ops", "kill", "old-idle")
+        response = await client.post(
+            "/sessions/old-idle/kill", json={"reason": "upgrade"}, headers={"X-Session-Monitor-Actor": "ops"}
+        )
+        assert response.json() == {"status": "kill_requested"}
+        [entry] = (await client.get("/audit")).json()["entries"]
+        assert (entry["actor"], entry["action"], entry["target"]) == ("ops", "kill", "old-idle")
 
-            assert (await client.delete("/sessions/old-killed")).json() == {"status": "deleted"}
-            history = (await client.get("/history")).json()
-            assert [(s["session_id"], s["end_reason"]) for s in history["sessions"]] == [("old-killed", "killed")]
+        assert (await client.delete("/sessions/old-killed")).json() == {"status": "deleted"}
+        history = (await client.get("/history")).json()
+        assert [(s["session_id"], s["end_reason"]) for s in history["sessions"]] == [("old-killed", "killed")]
 
-            new_id = (await client.post("/sessions", json={"app_name": "task_runner", "user_id": None})).json()[
-                "session_id"
-            ]
-            listed = (await client.get("/sessions", params={"app": "task_runner"})).json()
-            assert {s["session_id"] for s in listed["sessions"]} == {"old-idle", "old-running", new_id}
+        new_id = (await client.post("/sessions", json={"app_name": "task_runner", "user_id": None})).json()[
+            "session_id"
+        ]
+        listed = (await client.get("/sessions", params={"app": "task_runner"})).json()
+        assert {s["session_id"] for s in listed["sessions"]} == {"old-idle", "old-running", new_id}
 
 
 async def test_version_2_database_upgrades_without_losing_rows(db_target: DatabaseTarget, clock: FakeClock) -> None:
@@ -249,41 +251,43 @@ async def test_version_2_database_upgrades_without_losing_rows(db_target: Databa
     assert await upgrade(db_target) == list(range(3, migrations.LATEST_VERSION + 1))
 
     app = create_app(db_target.settings(), clock=clock)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-            [live] = (await client.get("/sessions")).json()["sessions"]
-            assert live["session_id"] == "v2-live"
-            assert (live["host"], live["pid"], live["state"], live["current_task"]) == (
-                "node-7",
-                31337,
-                "running",
-                "Export",
-            )
-            assert live["task_seconds"] == 120.0
-            # v5 stamps existing rows with their latest known time, so cursors see them once
-            assert datetime.fromisoformat(live["changed_at"]) == t0 - timedelta(seconds=5)
-            assert (live["visibility"], live["idle_seconds"], live["disconnected_at"]) == (None, None, None)
-            assert (await client.get("/sessions", params={"host": "node-7"})).json()["total"] == 1
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+    ):
+        [live] = (await client.get("/sessions")).json()["sessions"]
+        assert live["session_id"] == "v2-live"
+        assert (live["host"], live["pid"], live["state"], live["current_task"]) == (
+            "node-7",
+            31337,
+            "running",
+            "Export",
+        )
+        assert live["task_seconds"] == 120.0
+        # v5 stamps existing rows with their latest known time, so cursors see them once
+        assert datetime.fromisoformat(live["changed_at"]) == t0 - timedelta(seconds=5)
+        assert (live["visibility"], live["idle_seconds"], live["disconnected_at"]) == (None, None, None)
+        assert (await client.get("/sessions", params={"host": "node-7"})).json()["total"] == 1
 
-            history = (await client.get("/history", params={"reason": "killed"})).json()
-            assert history["total"] == 1
-            [ended] = history["sessions"]
-            assert ended["session_id"] == "v2-ended" and ended["state"] == "ended"
-            assert (ended["kill_reason"], ended["kill_requested_by"], ended["ended_by"]) == (
-                "runaway",
-                "admin",
-                "admin",
-            )
-            assert ended["duration_seconds"] == 3600.0
-            assert datetime.fromisoformat(ended["ended_at"]) == t0 - timedelta(hours=1)
-            assert datetime.fromisoformat(ended["changed_at"]) == t0 - timedelta(hours=1)
+        history = (await client.get("/history", params={"reason": "killed"})).json()
+        assert history["total"] == 1
+        [ended] = history["sessions"]
+        assert ended["session_id"] == "v2-ended" and ended["state"] == "ended"
+        assert (ended["kill_reason"], ended["kill_requested_by"], ended["ended_by"]) == (
+            "runaway",
+            "admin",
+            "admin",
+        )
+        assert ended["duration_seconds"] == 3600.0
+        assert datetime.fromisoformat(ended["ended_at"]) == t0 - timedelta(hours=1)
+        assert datetime.fromisoformat(ended["changed_at"]) == t0 - timedelta(hours=1)
 
-            # the audit log is new in version 3 and works at once
-            assert (await client.get("/audit")).json() == {"entries": [], "total": 0}
-            assert (await client.post("/apps/reports/kill-all")).json() == {"killed_count": 1}
-            [entry] = (await client.get("/audit")).json()["entries"]
-            assert (entry["action"], entry["target"], entry["detail"]["killed_count"]) == ("kill_all", "reports", 1)
-            assert (await client.post("/sessions/v2-ended/heartbeat")).status_code == 404
+        # the audit log is new in version 3 and works at once
+        assert (await client.get("/audit")).json() == {"entries": [], "total": 0}
+        assert (await client.post("/apps/reports/kill-all")).json() == {"killed_count": 1}
+        [entry] = (await client.get("/audit")).json()["entries"]
+        assert (entry["action"], entry["target"], entry["detail"]["killed_count"]) == ("kill_all", "reports", 1)
+        assert (await client.post("/sessions/v2-ended/heartbeat")).status_code == 404
 
 
 async def test_up_to_date_database_applies_nothing(db_target: DatabaseTarget, clock: FakeClock) -> None:
@@ -296,14 +300,18 @@ async def test_up_to_date_database_applies_nothing(db_target: DatabaseTarget, cl
 
     # two starts of the server: the second finds the first one's data
     app = create_app(db_target.settings(), clock=clock)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-            session_id = (await client.post("/sessions", json={"app_name": "a", "user_id": "u"})).json()["session_id"]
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+    ):
+        session_id = (await client.post("/sessions", json={"app_name": "a", "user_id": "u"})).json()["session_id"]
     app = create_app(db_target.settings(), clock=clock)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-            row = (await client.get(f"/sessions/{session_id}")).json()
-            assert (row["app_name"], row["user_id"], row["state"]) == ("a", "u", "idle")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+    ):
+        row = (await client.get(f"/sessions/{session_id}")).json()
+        assert (row["app_name"], row["user_id"], row["state"]) == ("a", "u", "idle")
     assert await read(db_target, applied_versions) == first
 
 

@@ -14,7 +14,7 @@ from session_monitor.store import SessionFilters
 router = APIRouter(tags=["history and audit"])
 
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
-EndReasonFilter = Literal["closed", "browser_lost", "killed", "expired", "process_exit"]
+EndReasonFilter = Literal["closed", "browser_lost", "killed", "expired", "process_exit", "process_lost"]
 ActionFilter = Literal["kill", "kill_all", "cleanup"]
 
 

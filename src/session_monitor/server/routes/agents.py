@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from session_monitor.protocol import AGENT_ID_PATTERN, AgentList, CommandBatch, SyncRequest, SyncResponse
 from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
+from session_monitor.server.lost import LossWatchDep
 from session_monitor.server.routes._common import JSONBytes
 
 router = APIRouter(tags=["agents"])
@@ -26,6 +27,7 @@ async def sync(
     agent_store: AgentStoreDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    loss: LossWatchDep,
     _: ClientDep,
 ) -> JSONBytes:
     """Upsert the sessions that changed, end those that ended, and heartbeat every live session of the agent.
@@ -34,6 +36,7 @@ async def sync(
     one) and ``resync: true`` when the server did not know the agent: the agent then sends a full sync.
     """
     result = await agent_store.sync(agent_id, body)
+    loss.back(agent_id)
     metrics.heartbeats.inc()
     for end in body.ended:
         metrics.sessions_ended.labels(end.reason).inc()
@@ -53,12 +56,18 @@ async def commands(
     agent_store: AgentStoreDep,
     hub: HubDep,
     request: Request,
+    loss: LossWatchDep,
     _: ClientDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="The cursor of the previous answer.")] = 0,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request open.")] = 0,
 ) -> JSONBytes:
-    """Commands queued after ``after``; with ``wait``, held open until one arrives or ``wait`` runs out."""
+    """Commands queued after ``after``; with ``wait``, held open until one arrives or ``wait`` runs out.
+
+    A long-poll whose client goes away (its process died: the kernel closed the socket) makes the agent a
+    suspect: unless it polls or syncs again soon, its sessions end as ``process_lost`` (``server.lost``).
+    """
     loop = asyncio.get_running_loop()
+    loss.back(agent_id)
     deadline = loop.time() + wait
     event = hub.subscribe(agent_id)
     gone = asyncio.ensure_future(_disconnected(request))
@@ -76,6 +85,8 @@ async def commands(
             woken.cancel()
             event.clear()
     finally:
+        if gone.done() and not hub.closing:
+            loss.dropped(agent_id)
         gone.cancel()
         hub.unsubscribe(agent_id)
 

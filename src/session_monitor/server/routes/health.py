@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from session_monitor._version import __version__
 from session_monitor.protocol import API_VERSION, Health
-from session_monitor.server.deps import AgentStoreDep, MetricsDep, StoreDep
+from session_monitor.server.deps import AgentStoreDep, MetricsDep, MetricsReaderDep, StoreDep
 from session_monitor.server.routes._common import JSONBytes
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ async def healthz(store: StoreDep) -> JSONBytes:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(store: StoreDep, agent_store: AgentStoreDep, m: MetricsDep) -> Response:
+async def metrics(store: StoreDep, agent_store: AgentStoreDep, m: MetricsDep, _: MetricsReaderDep) -> Response:
     """Live sessions by app and state, kills, ends by reason, leftovers of ended sessions, request latency."""
     m.set_live_counts(await store.count_live())
     m.set_leftovers(await agent_store.count_leftovers())

@@ -27,7 +27,7 @@ from session_monitor.protocol import (
     SessionOut,
     StatusResponse,
 )
-from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, ReaderDep, StoreDep, as_actor
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
@@ -53,6 +53,7 @@ StateFilter = Literal["idle", "running", "disconnected", "stale"]
 @router.get("/sessions", response_model=SessionList, summary="List live sessions")
 async def list_sessions(
     store: StoreDep,
+    _: ReaderDep,
     app: AppFilter = None,
     status: Annotated[StateFilter | None, Query(description="Only sessions in this state.")] = None,
     user: UserFilter = None,
@@ -110,7 +111,7 @@ async def cleanup_stale_sessions(
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut, summary="One session, live or ended")
-async def get_session(session_id: SessionId, store: StoreDep) -> Response:
+async def get_session(session_id: SessionId, store: StoreDep, _: ReaderDep) -> Response:
     return Response(await store.get_session_json(checked_session_id(session_id)), media_type="application/json")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,8 @@ TOKEN = "a-token-of-twenty-chars"
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SESSION_MONITOR_* from the outer environment, and a working directory of our own."""
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
+def _own_working_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A working directory of our own (the root conftest removes SESSION_MONITOR_* variables)."""
     monkeypatch.chdir(tmp_path)
 
 
@@ -179,16 +176,21 @@ def test_bind_check_reads_host_and_insecure_from_the_environment(monkeypatch: py
     assert Settings().bind_problem() is None
 
 
-def test_host_allowlist_unless_both_tokens_or_insecure() -> None:
-    assert Settings().host_allowlist == {"localhost", "127.0.0.1", "::1", "[::1]"}
-    # One token alone leaves some endpoint open: DNS-rebinding pages must still be kept out.
+def test_host_allowlist_is_always_on_unless_a_wildcard_is_set() -> None:
+    assert Settings().host_allowlist == frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+    # Tokens guard the endpoints, not which page may reach them: DNS-rebinding pages are kept out regardless.
     assert Settings(admin_token=TOKEN).host_allowlist is not None
     assert Settings(client_token=TOKEN).host_allowlist is not None
-    assert Settings(admin_token=TOKEN, client_token=TOKEN + "x").host_allowlist is None
-    assert Settings(insecure=True).host_allowlist is None
-    # The bind address and configured names are served; a wildcard bind adds nothing.
+    assert Settings(admin_token=TOKEN, client_token=TOKEN + "x").host_allowlist is not None
+    assert Settings(insecure=True).host_allowlist is not None
+    # Only an explicit "*" answers any Host.
+    assert Settings(allowed_hosts=["*"]).host_allowlist is None
+    assert Settings(allowed_hosts=["proxy.example", "*"]).host_allowlist is None
+    # The bind address and configured names are served; a wildcard bind adds this machine's names.
     assert "10.1.2.3" in (Settings(host="10.1.2.3", admin_token=TOKEN).host_allowlist or ())
-    assert Settings(host="0.0.0.0").host_allowlist == Settings().host_allowlist
+    wildcard = Settings(host="0.0.0.0").host_allowlist or frozenset()
+    assert wildcard >= (Settings().host_allowlist or frozenset())
+    assert socket.gethostname().lower() in wildcard
     assert "proxy.example" in (Settings(allowed_hosts=["Proxy.Example"]).host_allowlist or ())
 
 
