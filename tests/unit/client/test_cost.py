@@ -236,5 +236,5 @@ def test_a_forgotten_session_is_not_metered_again_until_it_lives_again() -> None
     late.add(S, S, on_click)
     assert cost.find("gone") is None  # a late callback after the end is counted nowhere
     cost.revive("gone")  # re-created under its id (reconnect)
-    revived = cost.find("gone")
-    assert revived is not None and cost.meter("gone") is revived and revived.ended_at is None
+    revived = cost.meter("gone")
+    assert cost.find("gone") is revived and revived.ended_at is None
