@@ -363,6 +363,30 @@ def list_sessions(url: str, admin_token: str | None, app: str | None, status: st
 @main.command()
 @URL_OPTION
 @TOKEN_OPTION
+@click.option("--app", default=None, help="Only this app.")
+@click.option("--interval-s", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="Refresh period.")
+@click.option(
+    "--sort", type=click.Choice(["l", "t", "p", "m", "c"]), default="l", show_default=True, help="First sort key."
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit (no terminal needed).")
+def top(url: str, admin_token: str | None, app: str | None, interval_s: float, sort: str, once: bool) -> None:
+    """Live sessions sorted by what they cost (loop time, pool time, document data, callbacks), like top."""
+    from session_monitor import top as top_view
+
+    fetch = top_view.api_fetch(url, admin_token, app, timeout_s=defaults.HTTP_TIMEOUT_S)
+    if once:
+        try:
+            rows, leftovers = fetch()
+        except top_view.FetchError as exc:
+            _fail(str(exc))
+        top_view.print_frame(rows, sort, leftovers=leftovers)
+        return
+    top_view.run(fetch, interval_s=interval_s, sort=sort)
+
+
+@main.command()
+@URL_OPTION
+@TOKEN_OPTION
 @click.option("--reason", default=None, help="Why; shown to the user and kept in the audit log.")
 @click.argument("session_id")
 def kill(url: str, admin_token: str | None, reason: str | None, session_id: str) -> None:

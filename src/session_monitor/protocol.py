@@ -173,6 +173,7 @@ class SessionOut(BaseModel):
     changed_at: datetime | None = Field(
         default=None, description="Last change other than a heartbeat; what `GET /sessions?changed_since=` compares."
     )
+    cost: SessionCost | None = Field(default=None, description="What the session costs its process (agents only).")
 
 
 class SessionList(BaseModel):
@@ -274,6 +275,62 @@ UTCTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_
 """A timestamp from an agent: with its offset (a naive one raised a 500), converted to UTC."""
 
 
+# -- what each session costs, and what ended sessions left running ---------------------------------------------------
+
+MAX_CALLBACK_NAME = 200
+"""Longest callback, function or thread name an agent may send."""
+MAX_LEFTOVERS = 100
+"""Most leftovers one process may report."""
+
+CallbackName = Annotated[str, Field(max_length=MAX_CALLBACK_NAME), AfterValidator(printable), _PRINTABLE_SCHEMA]
+Seconds = Annotated[float, Field(ge=0, le=1e12)]
+Count = Annotated[int, Field(ge=0, le=2**53 - 1), JSONInteger]
+"""Counts and byte sizes: at most 2**53 - 1, the largest integer every JSON reader (a double) holds exactly."""
+
+LeftoverKind = Literal["thread", "periodic_callback", "pool_job"]
+"""What an ended session left running: a thread it started, a periodic callback on its document, a pool job."""
+
+
+class SlowCallback(_Request):
+    """The slowest callback a session ran: its qualified name (``module.Class.method``) and how long it took."""
+
+    qualname: CallbackName
+    duration_s: Seconds
+
+
+class SessionCost(_Request):
+    """What a live session costs its process, as its agent measured it (see the README's "What each session costs").
+
+    Wall time is time its own work ran: callbacks, event handling, periodic callbacks and document patches on
+    the IOLoop (``loop_seconds_*``), and jobs it submitted to Panel's thread pool (``pool_thread_seconds``).
+    """
+
+    loop_seconds_total: Seconds = 0.0
+    loop_seconds_1m: Seconds = Field(default=0.0, description="Loop time of the last 60 seconds.")
+    pool_thread_seconds: Seconds = Field(default=0.0, description="Time of its jobs on thread-pool threads.")
+    callbacks_total: Count = 0
+    slowest_callback: SlowCallback | None = None
+    periodic_callbacks: Count = 0
+    doc_models: Count | None = Field(default=None, description="Bokeh models in its document (null: not sized yet).")
+    doc_data_bytes: Count | None = Field(
+        default=None, description="Bytes of ColumnDataSource data, numpy arrays and DataFrames its document holds."
+    )
+    threads_alive: Count = Field(default=0, description="Live threads its code started (they carry its key).")
+    pool_jobs: Count = Field(default=0, description="Its jobs running now in thread pools and the worker pool.")
+    pool_cpu_seconds: Seconds | None = Field(default=None, description="CPU seconds of its worker-pool jobs.")
+    measured_at: UTCTime
+
+
+class Leftover(_Request):
+    """Work still running for a session that ended (reported on its process)."""
+
+    session_id: SessionIdField
+    ended_at: UTCTime
+    kind: LeftoverKind
+    name: CallbackName = Field(description="The thread's name, or what kind of callback or job it is.")
+    function: CallbackName = Field(description="The qualified name of the function it runs.")
+
+
 class AgentInfo(_Request):
     """Facts about the Panel process an agent lives in (the system status view)."""
 
@@ -284,6 +341,9 @@ class AgentInfo(_Request):
     cpu_percent: float | None = Field(default=None, ge=0, le=100_000, strict=True)
     rss_bytes: Annotated[int, Field(ge=0, le=2**50), JSONInteger] | None = None
     started_at: UTCTime
+    leftovers: list[Leftover] = Field(
+        default_factory=list, max_length=MAX_LEFTOVERS, description="What ended sessions left running."
+    )
 
 
 class TrackedSession(_Request):
@@ -303,6 +363,7 @@ class TrackedSession(_Request):
     disconnected_at: UTCTime | None = Field(
         default=None, description="Since when the session has no websocket (inside the reconnect grace); else null."
     )
+    cost: SessionCost | None = Field(default=None, description="What the session costs, once measured.")
 
 
 class SessionEnd(_Request):
@@ -364,7 +425,11 @@ class AgentOut(BaseModel):
     session_count: int
     apps: list[str]
     is_stale: bool
+    leftovers: list[Leftover] = Field(default_factory=list, description="What its ended sessions left running.")
 
 
 class AgentList(BaseModel):
     agents: list[AgentOut]
+
+
+SessionOut.model_rebuild()  # its ``cost`` refers to a model defined further down

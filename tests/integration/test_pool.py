@@ -269,3 +269,22 @@ def test_workers_under_panel_serve_import_neither_panel_nor_the_client(tmp_path)
     unwanted = [m for m in loaded if m.split(".")[0] in ("panel", "bokeh", "tornado", "httpx")]
     unwanted += [m for m in loaded if m.startswith(("session_monitor.client", "session_monitor.pool.jobs"))]
     assert unwanted == []
+
+
+async def test_a_sessions_pool_jobs_count_and_their_cpu_seconds_are_its_cost(agent, sessions, tmp_path):
+    from session_monitor.client.usage import pool_cpu_seconds, pool_jobs
+
+    busy = tracker_for(sessions, "cpu-1", "reports")
+    idle = tracker_for(sessions, "cpu-2", "reports")
+    jobs, idle_jobs = pool.for_session(busy), pool.for_session(idle)
+    await idle_jobs.run(cooperative_steps, 1, steps=1, step_s=0.3)  # waits, burns no CPU
+    # A fixed amount of work (~0.45 s of CPU here), so the figure does not depend on the machine's load.
+    running = jobs.submit(stuck_in_c, 2, n=5 * 10**7, marker=marker(tmp_path, "busy"))
+    wait_until(lambda: started(marker(tmp_path, "busy")), timeout_s=JOB_WAIT_S)
+    assert pool_jobs().get(busy.session_id) == ["session_monitor.pool.examples.stuck_in_c"]
+    assert idle.session_id not in pool_jobs()
+    await running
+    cpu = pool_cpu_seconds()
+    assert cpu[busy.session_id] >= 0.05, cpu
+    assert cpu[idle.session_id] < 0.5 * cpu[busy.session_id], cpu
+    assert busy.session_id not in pool_jobs()

@@ -152,19 +152,19 @@ def _pickled(fn: Any, *args: Any, **kwargs: Any) -> bytes:
 
 async def test_run_job_answers_ok_error_and_cancelled_and_never_raises(worker_arrays):
     cancelled, _forced, pids = worker_arrays
-    status, data, tb = await run_job(1, _pickled(divmod, 7, 2))
+    status, data, tb, _cpu_s = await run_job(1, _pickled(divmod, 7, 2))
     assert (status, pickle.loads(data), tb) == ("ok", (3, 1), None)
 
-    status, data, tb = await run_job(2, _pickled(int, "x"))
+    status, data, tb, _cpu_s = await run_job(2, _pickled(int, "x"))
     assert status == "error" and isinstance(pickle.loads(data), ValueError) and "ValueError" in tb
 
     cancelled[3] = 3  # cancelled while queued: never runs
-    assert await run_job(3, _pickled(pytest.fail, "ran")) == ("cancelled", None, None)
+    assert await run_job(3, _pickled(pytest.fail, "ran")) == ("cancelled", None, None, 0.0)
 
-    status, data, tb = await run_job(4, b"not a pickle")
+    status, data, tb, _cpu_s = await run_job(4, b"not a pickle")
     assert status == "error" and tb is not None
 
-    status, _, _ = await run_job(5, _pickled(_cancels_itself))
+    status, _, _, _cpu_s = await run_job(5, _pickled(_cancels_itself))
     assert status == "cancelled"
     assert pids[1] == pids[2] == pids[5] == 0  # each job's worker slot is cleared when it ends
 
@@ -185,15 +185,15 @@ async def test_the_example_jobs_run_and_mark_how_they_ended(worker_arrays, tmp_p
     ]
     for job_id, (fn, kwargs, expected) in enumerate(calls, start=1):
         marker = tmp_path / f"m{job_id}"
-        status, data, _ = await run_job(job_id, _pickled(fn, job_id, marker=str(marker), **kwargs))
+        status, data, _, _cpu_s = await run_job(job_id, _pickled(fn, job_id, marker=str(marker), **kwargs))
         assert status == "ok" and pickle.loads(data).startswith(expected)
         assert marker.read_text().split()[1] == "finished"
         assert (tmp_path / f"m{job_id}.started").exists()
-    status, data, _ = await run_job(4, _pickled(stuck_in_c, 4, n=10))
+    status, data, _, _cpu_s = await run_job(4, _pickled(stuck_in_c, 4, n=10))
     assert (status, pickle.loads(data)) == ("ok", 45)
 
     worker_arrays[0][5] = 5  # cancelled before its first cycle: the prototype's worker stops by itself
-    assert await run_job(5, _pickled(checks_every_cycle, 5, cycles=3, cycle_s=0.01)) == ("cancelled", None, None)
+    assert (await run_job(5, _pickled(checks_every_cycle, 5, cycles=3, cycle_s=0.01)))[:3] == ("cancelled", None, None)
 
 
 async def test_the_force_handler_acts_only_on_the_forced_running_job(worker_arrays, monkeypatch):

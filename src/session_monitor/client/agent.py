@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -49,7 +49,14 @@ from session_monitor.client.sessions import (
 )
 from session_monitor.protocol import KILL
 
+if TYPE_CHECKING:
+    from session_monitor.client.usage import Usage
+
 logger = logging.getLogger(__name__)
+
+TIMINGS_EVERY_S = 1.0
+"""Between full cost measurements, how often a session's timing is looked at (sent if it grew by
+:data:`~session_monitor.client.sessions.TIMING_CHANGE_S`): a blocking callback shows within a second or so."""
 
 EXIT_SYNC_TIMEOUT_S = 3.0
 """How long process exit waits for the last sync (sessions ended as ``process_exit``)."""
@@ -95,6 +102,11 @@ class Agent:
         self._process = ProcessFacts(self.started_at)
         self.syncs = 0
         """Successful syncs so far (for tests and benchmarks)."""
+        self.usage: Usage | None = None
+        """What the sessions cost and what ended ones left running (set by the Panel integration, :meth:`use`)."""
+        self._costs_at = float("-inf")
+        self._timings_at = float("-inf")
+        self._leftovers_at = float("-inf")
 
     # -- any thread: record and enqueue only ------------------------------------------------------
 
@@ -111,6 +123,11 @@ class Agent:
         """The session ended: tell the server now (the agent wakes). Unknown or already ended ids are ignored."""
         self.sessions.end(session_id, reason)
         self._wake_now()  # sent now, not at the next flush: a closed tab is listed as ended within a round trip
+
+    def use(self, usage: Usage) -> None:
+        """Send each session's cost and the process's leftovers, measured by ``usage`` (once per process)."""
+        if self.usage is None:
+            self.usage = usage
 
     def was_killed(self, session_id: str) -> bool:
         """Whether a kill for this session id has been received (a reconnect under it must be refused)."""
@@ -207,6 +224,8 @@ class Agent:
         while not self._stopping.is_set():
             now = time.monotonic()
             due = now - last_sync >= self._sync_interval_s
+            if self.usage is not None and not self.sessions.exiting:
+                await self._measure(now, due)
             if (self.sessions.pending or due) and now >= retry_at and not self.sessions.exiting:
                 try:
                     async with self._sync_lock:
@@ -226,6 +245,25 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.flush_delay_s)
             self._wake.clear()
+
+    async def _measure(self, now: float, due: bool) -> None:
+        """Refresh the sessions' cost: every field once per sync interval, timings at most every second."""
+        usage = self.usage
+        assert usage is not None
+        try:
+            if due or now - self._costs_at >= self._sync_interval_s:
+                self._costs_at = self._timings_at = now
+                ids = list(self.sessions.records)
+                self.sessions.apply_costs(await asyncio.to_thread(usage.costs, ids))
+            elif now - self._timings_at >= TIMINGS_EVERY_S:
+                self._timings_at = now
+                self.sessions.apply_costs(usage.timings(list(self.sessions.records)), timings_only=True)
+            if now - self._leftovers_at >= TIMINGS_EVERY_S:
+                self._leftovers_at = now
+                if usage.leftovers.check():
+                    self.sessions.facts_changed = True
+        except Exception:
+            logger.exception("agent %s: measuring the sessions' cost failed", self.agent_id)
 
     async def _sync(self, *, exiting: bool) -> None:
         assert self._client is not None
@@ -317,7 +355,10 @@ class Agent:
                 self._stopping.set()
 
     def _facts(self) -> dict[str, Any]:
-        return self._process.wire()
+        facts = self._process.wire()
+        if self.usage is not None:
+            facts["leftovers"] = list(self.usage.leftovers.current)
+        return facts
 
     @property
     def server_url(self) -> str:

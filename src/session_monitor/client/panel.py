@@ -1,6 +1,7 @@
 """Panel integration: finding the current session, ending it, and killing it on its own IOLoop.
 
-The only client module that imports panel, bokeh or tornado. Every callback
+With ``dispatch.py`` (Bokeh's dispatch, timed per session), ``docsize.py`` and ``usage.py`` (what each
+session costs), the only client modules that import panel, bokeh or tornado. Every callback
 handed to Panel is defined here, in an imported module: Panel clears the
 served script's globals before ``on_session_destroyed`` runs.
 
@@ -41,11 +42,12 @@ from bokeh.document import Document
 from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
 
-from session_monitor.client import threads
+from session_monitor.client import dispatch, threads
 from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
 from session_monitor.client.browser import make_component, mark_ended
 from session_monitor.client.callbacks import await_callbacks
 from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, expiry, resolve_liveness
+from session_monitor.client.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,19 @@ def session_key() -> str | None:
 
 
 threads.add_finder(session_key)
+dispatch.install()
+_usage: Usage | None = None
+
+
+def _use_usage() -> None:
+    """Have the agent send each session's cost and the process's leftovers (one :class:`Usage` per process)."""
+    global _usage
+    agent = current_agent()
+    if agent is None:
+        return
+    if _usage is None:
+        _usage = Usage()
+    agent.use(_usage)
 
 
 def kill_message(reason: str | None) -> str:
@@ -160,6 +175,7 @@ def bind(tracker: Tracked) -> PanelBinding | None:
         return None
     doc.on_session_destroyed(_session_destroyed)
     _enable_kill_notice()
+    _use_usage()
     binding = PanelBinding(tracker)
     with _docs_lock:
         _bindings[tracker.session_id] = binding

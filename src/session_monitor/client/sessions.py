@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from session_monitor.client import cost
+
 KillHandler = Callable[[str | None], None]
 """Called on the agent thread with the kill reason; must only schedule work, never block."""
 
@@ -22,6 +24,9 @@ MAX_REMEMBERED_KILLS = 10_000
 
 MAX_PENDING_ENDS = 10_000
 """Ends kept while the server is unreachable; the oldest are dropped beyond this."""
+
+TIMING_CHANGE_S = 0.05
+"""Between full cost refreshes, a session's timing is sent again once its work time grew by this much."""
 
 
 @dataclass(slots=True)
@@ -38,6 +43,8 @@ class SessionRecord:
     visibility: str | None = None
     last_interaction_at: datetime | None = None
     disconnected_at: datetime | None = None
+    cost: dict[str, Any] | None = None
+    """What the session costs (``usage.py``), once measured."""
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -51,7 +58,12 @@ class SessionRecord:
             "visibility": self.visibility,
             "last_interaction_at": _iso(self.last_interaction_at),
             "disconnected_at": _iso(self.disconnected_at),
+            "cost": self.cost,
         }
+
+
+def _work_s(cost: dict[str, Any]) -> float:
+    return float(cost.get("loop_seconds_total") or 0.0) + float(cost.get("pool_thread_seconds") or 0.0)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -80,10 +92,13 @@ class SessionTable:
         self.killed: OrderedDict[str, None] = OrderedDict()
         self.full = True
         """The next sync sends every live session (at start, after an outage or a failover, on the server's ask)."""
+        self.facts_changed = False
+        """The process's own facts changed (its leftovers): send a sync even if no session changed."""
         self.exiting = False
         """The process is exiting: changes are held back for the last sync, so every end is in that one."""
 
     def track(self, record: SessionRecord, on_kill: KillHandler) -> None:
+        cost.revive(record.session_id)
         with self.lock:
             self.records[record.session_id] = record
             self.handlers[record.session_id] = on_kill
@@ -96,6 +111,7 @@ class SessionTable:
 
     def end(self, session_id: str, reason: str) -> None:
         """Forget a live session and keep its end until acknowledged. Unknown or already ended ids are ignored."""
+        cost.mark_ended(session_id)
         with self.lock:
             record = self.records.pop(session_id, None)
             self.handlers.pop(session_id, None)
@@ -109,6 +125,28 @@ class SessionTable:
             }
             while len(self.ended) > MAX_PENDING_ENDS:
                 self.ended.popitem(last=False)
+
+    def apply_costs(self, costs: dict[str, dict[str, Any]], *, timings_only: bool = False) -> None:
+        """Put measured costs on the live records; a record whose cost changed is sent at the next sync.
+
+        ``timings_only``: ``costs`` hold only the timing fields; they are merged into the last full
+        measurement, and only if the session's work time grew by :data:`TIMING_CHANGE_S` or more.
+        """
+        with self.lock:
+            for sid, new in costs.items():
+                record = self.records.get(sid)
+                if record is None:
+                    continue
+                old = record.cost
+                if timings_only:
+                    if old is None or _work_s(new) - _work_s(old) < TIMING_CHANGE_S:
+                        continue
+                    record.cost = {**old, **new}
+                elif old is not None and all(old.get(k) == v for k, v in new.items() if k != "measured_at"):
+                    continue
+                else:
+                    record.cost = new
+                self.dirty.add(sid)
 
     def remember_kill(self, session_id: str) -> None:
         with self.lock:
@@ -128,7 +166,7 @@ class SessionTable:
     @property
     def pending(self) -> bool:
         """Whether anything is waiting to be sent."""
-        return self.full or bool(self.dirty) or bool(self.ended)
+        return self.full or self.facts_changed or bool(self.dirty) or bool(self.ended)
 
     def take_batch(self, *, exiting: bool) -> Batch:
         """The next sync's content; the changes it carries are no longer dirty (see :meth:`batch_failed`)."""
@@ -138,6 +176,7 @@ class SessionTable:
             sessions = [self.records[sid].wire() for sid in ids]
             sent_dirty = set(self.dirty)
             self.dirty.clear()
+            self.facts_changed = False
             ended = list(self.ended.values()) if exiting or not self.exiting else []
         return Batch(full, sessions, sent_dirty, ended)
 

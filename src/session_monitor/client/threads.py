@@ -25,6 +25,16 @@ _install_lock = threading.Lock()
 SessionKeyFinder = Callable[[], str | None]
 _finders: list[SessionKeyFinder] = []
 
+JobObserver = Callable[[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+"""Runs a job submitted by session ``key``: ``observer(key, fn, args, kwargs)`` calls ``fn`` (cost accounting)."""
+_observer: JobObserver | None = None
+
+
+def observe_jobs(observer: JobObserver | None) -> None:
+    """Run every executor job a session submits through ``observer`` (``None``: directly)."""
+    global _observer
+    _observer = observer
+
 
 def current_key() -> str | None:
     """The session key of the calling thread: a Panel session's own, or one carried from its starter."""
@@ -90,7 +100,8 @@ def install() -> None:
             previous = getattr(_local, "key", None)
             _local.key = key
             try:
-                return fn(*a, **kw)
+                observer = _observer
+                return fn(*a, **kw) if observer is None else observer(key, fn, a, kw)
             finally:
                 _local.key = previous
 
@@ -100,3 +111,19 @@ def install() -> None:
     threading.Thread.start = start  # type: ignore[method-assign]
     functools.update_wrapper(submit, original_submit)  # type: ignore[arg-type]
     ThreadPoolExecutor.submit = submit  # type: ignore[assignment]
+
+
+def by_key() -> dict[str, list[threading.Thread]]:
+    """The live threads that carry a session key, by key (one pass over ``threading.enumerate()``)."""
+    found: dict[str, list[threading.Thread]] = {}
+    for thread in threading.enumerate():
+        key = getattr(thread, _ATTR, None)
+        if key is not None and thread.is_alive():
+            found.setdefault(str(key), []).append(thread)
+    return found
+
+
+def target_of(thread: threading.Thread) -> Any:
+    """What ``thread`` runs: its ``target``, or the ``run`` method of its class."""
+    target = getattr(thread, "_target", None)
+    return target if target is not None else type(thread).run

@@ -15,18 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from session_monitor.dashboard.costs import COST_COLUMNS, cost_cells
 from session_monitor.dashboard.safe import visible_controls
 
 COLUMNS: tuple[str, ...] = (
     "session_id", "app", "user", "host", "state", "task", "task_for", "started", "duration", "last_seen",
-    "visibility", "idle", "start_key", "task_key", "seen_key", "kill",
+    "visibility", "idle", *COST_COLUMNS, "start_key", "task_key", "seen_key", "kill",
 )  # fmt: skip
 """Columns of the sessions table, in order; ``session_id`` and the ``*_key`` columns are hidden. ``kill`` is the
 Kill "button" (a data column, so it can be frozen at the right edge; Tabulator's button columns cannot)."""
 
 KILL = "Kill"
 
-TEXT_COLUMNS: tuple[str, ...] = ("app", "user", "host", "task", "visibility")
+TEXT_COLUMNS: tuple[str, ...] = ("app", "user", "host", "task", "visibility", "slowest")
 """Columns holding text that clients chose (shown through Tabulator's escaping plaintext formatter)."""
 
 SORT_KEYS: dict[str, tuple[str, bool]] = {
@@ -127,6 +128,8 @@ class _Parsed:
     interacted_ts: float | None
     idle_s: float | None
     """The server's idle seconds, for rows without ``last_interaction_at``."""
+    cost: tuple[Any, ...]
+    """The cost cells (``costs.py``)."""
 
 
 def _ts(value: Any) -> float | None:
@@ -158,6 +161,7 @@ def _parse(s: Mapping[str, Any]) -> _Parsed:
         seen_ts=_ts(s.get("last_heartbeat")),
         interacted_ts=_ts(s.get("last_interaction_at")),
         idle_s=float(idle_s) if isinstance(idle_s, int | float) else None,
+        cost=cost_cells(s),
     )
 
 
@@ -181,6 +185,7 @@ def _row(p: _Parsed, now_ts: float, agent_seen_ts: Mapping[str, float]) -> tuple
         seen_text,
         p.visibility,
         fmt_duration(idle_s),
+        *p.cost,
         p.start_ts if p.start_ts is not None else 0.0,
         p.task_ts if p.task_ts is not None else math.nan,
         seen_key,

@@ -21,6 +21,7 @@ import panel as pn
 
 from session_monitor.dashboard import model
 from session_monitor.dashboard.client import ApiClient, SessionFeed
+from session_monitor.dashboard.costs import COST_TITLES
 from session_monitor.dashboard.safe import escaped, from_visible, notify
 from session_monitor.dashboard.views import PAGER, page_text, titled
 from session_monitor.errors import RequestFailed
@@ -45,6 +46,7 @@ TITLES = {
     "visibility": "Page",
     "idle": "Idle",
     "kill": "",
+    **COST_TITLES,
 }
 KILL_BUTTON = '<span style="color:#cf222e;font-weight:600">Kill</span>'
 

@@ -17,6 +17,7 @@ import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
 from bokeh.models.widgets.tables import HTMLTemplateFormatter
 
+from session_monitor.dashboard.costs import leftovers_text
 from session_monitor.dashboard.model import fmt_duration, fmt_time, parse_time, seen_band, text
 from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.errors import RequestFailed
@@ -74,11 +75,12 @@ def agent_row(a: Mapping[str, Any], now: datetime) -> Row:
         seen_band((now - seen).total_seconds())[1] if seen else "",
         fmt_time(parse_time(a.get("started_at"))),
         text(a.get("command")),
+        leftovers_text(a),
     )
 
 
 AGENT_COLUMNS = ("Host", "PID", "Status", "Apps", "Sessions", "CPU", "RSS", "Versions", "Last seen", "Started (UTC)",
-                 "Command")  # fmt: skip
+                 "Command", "Leftovers")  # fmt: skip
 
 
 def history_row(s: Mapping[str, Any], _now: datetime) -> Row:

@@ -86,6 +86,8 @@ class JobState:
     ended_at: float | None = None
     how_ended: str | None = None
     """``done``, ``stopped`` (cooperatively), ``interrupted`` (signal) or ``killed`` (worker killed)."""
+    function: str = ""
+    """The qualified name of the job's function (the session's cost and leftovers name it)."""
 
 
 @dataclass
@@ -106,6 +108,8 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        self.cpu_s: dict[str, float] = {}
+        """CPU seconds of each session's finished jobs (the session's cost: ``pool_cpu_seconds``)."""
         self.cancelled: Any = RawArray("q", SLOTS)
         self.forced: Any = RawArray("q", SLOTS)
         self.pids: Any = RawArray("q", SLOTS)
@@ -121,12 +125,12 @@ class Engine:
 
     # -- caller side (any thread) -----------------------------------------------------------------
 
-    def submit(self, session_key: str, payload: bytes, *, forced_ok: bool = True) -> JobState:
+    def submit(self, session_key: str, payload: bytes, *, forced_ok: bool = True, function: str = "") -> JobState:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self.lock:
             if self.closed:
                 raise JobCancelled(None, "the pool was shut down")
-            job = JobState(next(self._ids), session_key, future, forced_ok=forced_ok)
+            job = JobState(next(self._ids), session_key, future, forced_ok=forced_ok, function=function)
             slot = job.job_id % SLOTS
             self.cancelled[slot] = self.forced[slot] = self.pids[slot] = 0
             self.jobs[job.job_id] = job
@@ -262,7 +266,9 @@ class Engine:
             self._resolve(job, exc=JobFailed(f"job {job.job_id} failed in the pool:\n{remote_tb}"))
             self._end(job, "done")
             return
-        status, data, tb = value
+        status, data, tb, cpu_s = value
+        with self.lock:
+            self.cpu_s[job.session_key] = self.cpu_s.get(job.session_key, 0.0) + cpu_s
         if status == "ok":
             try:
                 self._resolve(job, result=pickle.loads(data))

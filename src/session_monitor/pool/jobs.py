@@ -104,7 +104,8 @@ class SessionJobs:
         payload = _pack(fn, args, kwargs)
         if self._closed_reason is not None:
             raise JobCancelled(None, self._closed_reason)
-        return Job(self._engine, self._engine.submit(self.session_key, payload))
+        function = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        return Job(self._engine, self._engine.submit(self.session_key, payload, function=function))
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``await`` the result of ``fn(*args, **kwargs)`` run on the pool (see :meth:`submit`)."""
@@ -218,6 +219,9 @@ def _release(jobs: SessionJobs, tracker: SessionClient) -> None:
         if jobs._closed_reason is not None:
             return
         jobs._close(reason)
+        if jobs._engine is not None:
+            with jobs._engine.lock:
+                jobs._engine.cpu_s.pop(jobs.session_key, None)
         if jobs._engine is not _engine:
             return
         _refs -= 1

@@ -155,9 +155,10 @@ def _on_force(_signum: int, _frame: Any) -> None:
         task.get_loop().call_soon_threadsafe(task.cancel)
 
 
-async def run_job(job_id: int, payload: bytes) -> tuple[str, Any, str | None]:
-    """Run one job in this worker: ``("ok", pickled result, None)``, ``("error", pickled exception, traceback)``
-    or ``("cancelled", None, None)``. Never raises, so aiomultiprocess always gets an answer.
+async def run_job(job_id: int, payload: bytes) -> tuple[str, Any, str | None, float]:
+    """Run one job in this worker: ``("ok", pickled result, None, cpu_s)``, ``("error", pickled exception,
+    traceback, cpu_s)`` or ``("cancelled", None, None, cpu_s)``. Never raises, so aiomultiprocess always gets an
+    answer. ``cpu_s`` is the CPU time this process spent on the job (it runs one job at a time).
 
     ``payload`` is the pickled ``(fn, args, kwargs)``: unpickled here, a function that cannot be imported
     in the worker becomes this job's error instead of killing the worker.
@@ -166,8 +167,9 @@ async def run_job(job_id: int, payload: bytes) -> tuple[str, Any, str | None]:
     slot = job_id % SLOTS
     assert _cancelled is not None and _forced is not None and _pids is not None, "init_worker did not run"
     if _cancelled[slot] == job_id:
-        return "cancelled", None, None
+        return "cancelled", None, None, 0.0
     outcome: tuple[str, Any, str | None]
+    cpu_start = time.process_time()
     try:
         _pids[slot] = os.getpid()
         _current = (job_id, asyncio.current_task())
@@ -190,7 +192,7 @@ async def run_job(job_id: int, payload: bytes) -> tuple[str, Any, str | None]:
         # already answered the caller; the pool replaces this worker.
         _pids[slot] = RETIRING
         os._exit(0)
-    return outcome
+    return (*outcome, time.process_time() - cpu_start)
 
 
 def _pickled_error(exc: BaseException) -> bytes | None:

@@ -50,6 +50,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
             registry=r,
         )
+        self.leftovers = Gauge(
+            "session_monitor_leftovers",
+            "Threads, periodic callbacks and pool jobs still running for ended sessions, as live processes report.",
+            ["kind"],
+            registry=r,
+        )
         self.request_latency = Histogram(
             "session_monitor_http_request_duration_seconds",
             "HTTP request latency by route and status.",
@@ -57,6 +63,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def set_leftovers(self, counts: dict[str, int]) -> None:
+        self.leftovers.clear()
+        for kind in ("thread", "periodic_callback", "pool_job"):
+            self.leftovers.labels(kind).set(counts.get(kind, 0))
 
     def set_live_counts(self, counts: list[tuple[str, str, int]]) -> None:
         self.sessions.clear()

@@ -60,6 +60,8 @@ def _upsert_sessions(conn: sa.Connection) -> Any:
             "disconnected_at": ex.disconnected_at,
             "changed_at": ex.changed_at,
             "last_heartbeat": ex.last_heartbeat,
+            # A state change sent without a cost (not measured yet) keeps the last one.
+            "cost": sa.func.coalesce(ex.cost, c.cost),
             "ended_at": None,
             "end_reason": None,
             "ended_by": None,
@@ -93,6 +95,7 @@ def _stamp_agent(conn: sa.Connection, agent_id: str, req: SyncRequest, now: date
         "rss_bytes": info.rss_bytes,
         "last_seen": now,
         "exited_at": now if req.exiting else None,
+        "leftovers": [item.model_dump(mode="json") for item in info.leftovers] or None,
     }
     stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
     conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
@@ -122,6 +125,7 @@ def _upsert_reported(conn: sa.Connection, agent_id: str, req: SyncRequest, now: 
             "last_interaction_at": s.last_interaction_at,
             "disconnected_at": s.disconnected_at,
             "changed_at": now,
+            "cost": None if s.cost is None else s.cost.model_dump(mode="json"),
         }
         for s in req.sessions
     ]
@@ -280,12 +284,27 @@ class AgentStore:
                 out.append(
                     {
                         **dict(r),
+                        "leftovers": r["leftovers"] or [],
                         "session_count": sum(apps.values()),
                         "apps": sorted(apps),
                         "is_stale": r["exited_at"] is None and now - r["last_seen"] > stale_after,
                     }
                 )
             return out
+
+        return await self.db.read(fn)
+
+    async def count_leftovers(self) -> dict[str, int]:
+        """Leftovers of ended sessions that live processes report now, by kind."""
+
+        def fn(conn: sa.Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            query = sa.select(agents.c.leftovers).where(agents.c.exited_at.is_(None), agents.c.leftovers.is_not(None))
+            for (items,) in conn.execute(query):
+                for item in items or ():
+                    kind = str(item.get("kind", "unknown"))
+                    counts[kind] = counts.get(kind, 0) + 1
+            return counts
 
         return await self.db.read(fn)
 

@@ -62,6 +62,10 @@ class _Dialect:
     def flag(self, cond: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
         raise NotImplementedError
 
+    def json(self, col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """A JSON column nested as JSON, not as a string (NULL stays null)."""
+        return col
+
 
 class _SQLite(_Dialect):
     def __init__(self, now: datetime) -> None:
@@ -91,6 +95,9 @@ class _SQLite(_Dialect):
         return sa.case(
             (cond, sa.func.json(sa.literal_column("'true'"))), else_=sa.func.json(sa.literal_column("'false'"))
         )
+
+    def json(self, col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.func.json(sa.type_coerce(col, sa.String()))
 
     def object(self, pairs: list[tuple[str, sa.ColumnElement[Any]]]) -> sa.ColumnElement[Any]:
         return sa.func.json_object(*(x for name, value in pairs for x in (_key(name), value)))
@@ -172,6 +179,7 @@ def _fields(
         ("idle_seconds", sa.case((idle_us <= 0, zero), else_=d.seconds(idle_us))),
         ("disconnected_at", sa.case((live, d.iso(c.disconnected_at)))),
         ("changed_at", d.iso(c.changed_at)),
+        ("cost", d.json(c.cost)),
     ]
 
     def needs_python(us: sa.ColumnElement[int], *, negative: bool) -> sa.ColumnElement[Any]:

@@ -159,6 +159,14 @@ def _v6_pending_kills(conn: sa.Connection) -> None:
     sa.Index("ix_sessions_kill_pending", table.c.agent_id, sqlite_where=pending, postgresql_where=pending).create(conn)
 
 
+def _v8_session_cost(conn: sa.Connection) -> None:
+    """What each session costs (one JSON document per session, as its agent last measured it) and what ended
+    sessions left running (a JSON list per agent)."""
+    json_ddl = sa.JSON().compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE sessions ADD COLUMN cost {json_ddl}")
+    conn.exec_driver_sql(f"ALTER TABLE agents ADD COLUMN leftovers {json_ddl}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions table (prototype shape)", _v1_sessions),
     Migration(2, "history, placement and kill intent columns", _v2_history),
@@ -166,6 +174,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "agents and their command queue", _v4_agents),
     Migration(5, "browser liveness columns and the change stamp", _v5_liveness),
     Migration(6, "partial index of pending kills", _v6_pending_kills),
+    # Numbered 8 once the stalls branch's 7 (agents' loop health, stalls) is merged before it.
+    Migration(7, "session cost and leftovers", _v8_session_cost),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

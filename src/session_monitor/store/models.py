@@ -63,6 +63,8 @@ class SessionRow(Base):
     last_interaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # v8: what the session costs (``protocol.SessionCost``), as its agent last sent it
+    cost: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 class AuditRow(Base):
@@ -94,6 +96,8 @@ class AgentRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
     exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # v8: what its ended sessions left running (``protocol.Leftover`` objects)
+    leftovers: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON(none_as_null=True))
 
 
 class CommandRow(Base):

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from session_monitor._version import __version__
 from session_monitor.protocol import API_VERSION, Health
-from session_monitor.server.deps import MetricsDep, MetricsReaderDep, StoreDep
+from session_monitor.server.deps import AgentStoreDep, MetricsDep, MetricsReaderDep, StoreDep
 from session_monitor.server.errors import WriteHealth, error_responses
 from session_monitor.server.routes._common import JSONBytes
 
@@ -53,7 +53,8 @@ async def healthz(store: StoreDep, request: Request) -> JSONBytes:
         **error_responses(401, 403),
     },
 )
-async def metrics(store: StoreDep, m: MetricsDep, _: MetricsReaderDep) -> Response:
-    """Live sessions by app and state, kills, ends by reason, request latency."""
+async def metrics(store: StoreDep, agent_store: AgentStoreDep, m: MetricsDep, _: MetricsReaderDep) -> Response:
+    """Live sessions by app and state, kills, ends by reason, leftovers of ended sessions, request latency."""
     m.set_live_counts(await store.count_live())
+    m.set_leftovers(await agent_store.count_leftovers())
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
