@@ -80,13 +80,25 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
         client.delete(f"/sessions/{ids[1]}").raise_for_status()
         client.post("/apps/b/kill-all").raise_for_status()
         client.get("/sessions/does-not-exist")  # a 404 series
+        client.post("/agents/a1/sync", json={})  # a 422 series of the sync route
         text = client.get("/metrics").text
     samples: dict[str, tuple[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if "route" in sample.labels:
+                ROUTES_SEEN.add(sample.labels["route"])
             _type, labels = samples.setdefault(sample.name, (family.type, set()))
             labels.update(sample.labels)
     yield samples
+
+
+ROUTES_SEEN: set[str] = set()
+"""Route templates in the scraped latency series (filled by the ``exported`` fixture)."""
+
+
+def _route_alternatives(expr: str) -> list[str]:
+    """The route templates a ``route=~"a|b"`` matcher names."""
+    return [r for m in re.findall(r'route=~"([^"]*)"', expr) for r in m.split("|")]
 
 
 def _dashboard() -> dash_m.Dashboard:
@@ -117,6 +129,7 @@ def test_the_committed_files_are_what_the_generator_writes() -> None:
 def test_every_dashboard_query_names_a_metric_the_server_exports(
     exported: dict[str, tuple[str, set[str]]],
 ) -> None:
+    exported_routes = ROUTES_SEEN
     board = _dashboard()
     assert board.uid == "panel-session-monitor"
     exprs = _exprs(board)
@@ -133,6 +146,8 @@ def test_every_dashboard_query_names_a_metric_the_server_exports(
             if name.endswith("_total"):
                 assert kind == "counter", f"panel {title!r}: {name} is a {kind}, not a counter's series"
             assert labels <= known, f"panel {title!r}: {name} has no label(s) {labels - known}"
+            for alternative in _route_alternatives(expr):
+                assert alternative in exported_routes, f"panel {title!r}: no route {alternative} in {exported_routes}"
             used.add(name)
     # Every family the server exports is on the dashboard (a new metric needs a panel, or a reason not to).
     families = {re.sub(r"_(bucket|sum|count|total)$", "", n) for n in exported}
