@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -89,6 +89,12 @@ def test_the_wheel_installs_alone_and_runs_the_demo(tmp_path: Path, browser: Bro
             return [row for row in rows if row["app_name"] == "task_runner"]
 
         assert wait_until(listed, timeout_s=60, interval_s=0.25)
+        # ...and the installed dashboard shows it in its sessions table.
+        board = browser.new_page()
+        board.goto(f"http://127.0.0.1:{ports['dashboard-port']}", timeout=60_000)
+        table = board.locator(".tabulator", has=board.get_by_text("Current task", exact=True)).first
+        expect(table.locator(".tabulator-row", has_text="task_runner").first).to_be_visible(timeout=60_000)
+        board.close()
         page.close()
     finally:
         if demo.poll() is None:
