@@ -19,6 +19,7 @@ stamp ``changed_at``) goes into :data:`DYNAMIC_FIELDS` and :meth:`RowCache.rende
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,7 @@ class RowCache:
         self._sqlite = dialect == "sqlite"
         self._rows: dict[str, _Entry] = {}
         self._swept = time.monotonic()
+        self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def plan(self, keys: Sequence[Any]) -> list[sa.Select[Any]]:
@@ -153,7 +155,9 @@ class RowCache:
             fresh[d["session_id"]] = orjson.dumps(d)
             changed = row.changed_at
             if changed is not None and changed < settled_key and len(rows) < MAX_ROWS:
-                rows[d["session_id"]] = _Entry(d, changed, seen)
+                cached = _Entry(d, changed, seen)
+                with self._lock:  # listings render on several read threads; a sweep must not see it grow
+                    rows[d["session_id"]] = cached
         now_us: int = _us(now)  # type: ignore[assignment]
         cutoff = now - self._renderer.stale_after
         cutoff_key: Any = _sqlite_text(cutoff) if self._sqlite else cutoff
@@ -205,9 +209,10 @@ class RowCache:
 
     def _sweep(self, now_s: float) -> None:
         limit = now_s - IDLE_EVICT_S
-        for sid in [sid for sid, e in self._rows.items() if e.seen < limit]:
-            del self._rows[sid]
-        self._swept = now_s
+        with self._lock:
+            for sid in [sid for sid, e in self._rows.items() if e.seen < limit]:
+                del self._rows[sid]
+            self._swept = now_s
 
     def __len__(self) -> int:
         return len(self._rows)
