@@ -82,7 +82,8 @@ class _Entry:
         self.task_us = _us(d["task_started_at"]) if running else None
         self.idle_us = _us(d["last_interaction_at"])
         # The state when not stale (a stale session can only be live).
-        self.state = orjson.dumps(d["state"] if d["state"] != "stale" else _fresh_state(d))
+        # A copy: orjson's own answer keeps a buffer of several KiB.
+        self.state = bytes(memoryview(orjson.dumps(d["state"] if d["state"] != "stale" else _fresh_state(d))))
         parts: list[bytes] = []
         static: dict[str, Any] = {}
         head = b"{"
