@@ -71,7 +71,9 @@ def _sqlite_iso(text: str) -> bytes:
 class _Entry:
     """One row's cached bytes: ``parts[0] v0 parts[1] v1 ... parts[n]`` with the dynamic values ``v``."""
 
-    __slots__ = ("changed", "idle_us", "parts", "seen", "start_us", "state", "task_us", "until_us")
+    __slots__ = (
+        "beat", "changed", "idle_us", "middle", "parts", "seen", "start_us", "state", "tail", "task_us", "until_us"
+    )  # fmt: skip
 
     def __init__(self, d: dict[str, Any], changed: Any, seen: float) -> None:
         self.changed, self.seen = changed, seen
@@ -100,6 +102,12 @@ class _Entry:
         if len(parts) != len(DYNAMIC_FIELDS) + 1:
             raise RuntimeError("a session row lacks one of DYNAMIC_FIELDS")
         self.parts = tuple(parts)
+        # What follows the duration when the row is not stale: all of it when it has no task or idle seconds.
+        self.middle = b"".join((parts[2], _FALSE, parts[3], self.state, parts[4]))
+        self.tail: bytes | None = None
+        if self.task_us is None and self.idle_us is None:
+            self.tail = b"".join((self.middle, _NULL, parts[5], _NULL, parts[6]))
+        self.beat: tuple[Any, bytes] = (None, b"")
 
 
 _DYNAMIC = frozenset(DYNAMIC_FIELDS)
@@ -175,26 +183,33 @@ class RowCache:
             if entry is None or entry.changed != changed:
                 continue  # gone between the two reads (PostgreSQL reads each statement's own snapshot)
             entry.seen = seen
+            beat = entry.beat  # (heartbeat, its JSON): one attribute, read threads may race on it
+            if beat[0] != hb:
+                beat = entry.beat = (hb, iso(hb))
             until = entry.until_us
-            live = until is None
-            if live:
+            if until is None:
                 until = now_us
-            assert until is not None
-            stale = live and hb < cutoff_key
-            task_us, idle_us = entry.task_us, entry.idle_us
+                stale = hb < cutoff_key
+            else:
+                stale = False
             p = entry.parts
+            duration = dumps(round((until - entry.start_us) / 1_000_000, 3))
+            if not stale:
+                if entry.tail is not None:
+                    append(b"".join((p[0], beat[1], p[1], duration, entry.tail)))
+                    continue
+                middle = entry.middle
+            else:
+                middle = b"".join((p[2], _TRUE, p[3], _STALE, p[4]))
+            task_us, idle_us = entry.task_us, entry.idle_us
             append(
                 b"".join(
                     (
                         p[0],
-                        iso(hb),
+                        beat[1],
                         p[1],
-                        dumps(round((until - entry.start_us) / 1_000_000, 3)),
-                        p[2],
-                        _TRUE if stale else _FALSE,
-                        p[3],
-                        _STALE if stale else entry.state,
-                        p[4],
+                        duration,
+                        middle,
                         _NULL if task_us is None else dumps(round((now_us - task_us) / 1_000_000, 3)),
                         p[5],
                         _NULL if idle_us is None else dumps(round(max(0.0, (until - idle_us) / 1_000_000), 3)),
