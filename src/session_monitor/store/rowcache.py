@@ -34,7 +34,7 @@ from session_monitor.store.render import SessionRenderer, effective_heartbeat
 DYNAMIC_FIELDS = ("last_heartbeat", "duration_seconds", "is_stale", "state", "task_seconds", "idle_seconds")
 """The fields computed anew for every listing, in the order they appear in a row."""
 
-SETTLE = timedelta(seconds=2)
+SETTLE = timedelta(milliseconds=500)
 """How old a row's ``changed_at`` must be before its JSON is cached."""
 
 MAX_ROWS = 250_000
@@ -161,7 +161,7 @@ class RowCache:
         rows = self._rows
         for row in fetched:
             d = self._renderer(row, now)
-            fresh[d["session_id"]] = orjson.dumps(d)
+            fresh[d["session_id"]] = bytes(memoryview(orjson.dumps(d)))  # right-sized (see _Entry.state)
             changed = row.changed_at
             if changed is not None and changed < settled_key and len(rows) < MAX_ROWS:
                 cached = _Entry(d, changed, seen)
