@@ -72,7 +72,7 @@ class _Entry:
     """One row's cached bytes: ``parts[0] v0 parts[1] v1 ... parts[n]`` with the dynamic values ``v``."""
 
     __slots__ = (
-        "beat", "changed", "idle_us", "middle", "parts", "seen", "start_us", "state", "tail", "task_us", "until_us"
+        "after", "beat", "changed", "idle_us", "parts", "seen", "start_us", "state", "task_us", "until_us", "whole"
     )  # fmt: skip
 
     def __init__(self, d: dict[str, Any], changed: Any, seen: float) -> None:
@@ -102,11 +102,11 @@ class _Entry:
         if len(parts) != len(DYNAMIC_FIELDS) + 1:
             raise RuntimeError("a session row lacks one of DYNAMIC_FIELDS")
         self.parts = tuple(parts)
-        # What follows the duration when the row is not stale: all of it when it has no task or idle seconds.
-        self.middle = b"".join((parts[2], _FALSE, parts[3], self.state, parts[4]))
-        self.tail: bytes | None = None
-        if self.task_us is None and self.idle_us is None:
-            self.tail = b"".join((self.middle, _NULL, parts[5], _NULL, parts[6]))
+        # What follows the duration when the row is not stale: up to task_seconds, or all of it when the row
+        # has no task or idle seconds (``whole``).
+        middle = b"".join((parts[2], _FALSE, parts[3], self.state, parts[4]))
+        self.whole = self.task_us is None and self.idle_us is None
+        self.after = b"".join((middle, _NULL, parts[5], _NULL, parts[6])) if self.whole else middle
         self.beat: tuple[Any, bytes] = (None, b"")
 
 
@@ -195,10 +195,10 @@ class RowCache:
             p = entry.parts
             duration = dumps(round((until - entry.start_us) / 1_000_000, 3))
             if not stale:
-                if entry.tail is not None:
-                    append(b"".join((p[0], beat[1], p[1], duration, entry.tail)))
+                if entry.whole:
+                    append(b"".join((p[0], beat[1], p[1], duration, entry.after)))
                     continue
-                middle = entry.middle
+                middle = entry.after
             else:
                 middle = b"".join((p[2], _TRUE, p[3], _STALE, p[4]))
             task_us, idle_us = entry.task_us, entry.idle_us
