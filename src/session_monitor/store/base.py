@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from session_monitor.store.engine import Database
 from session_monitor.store.models import sessions
 from session_monitor.store.render import SESSION_FROM, SessionRenderer, effective_heartbeat
+from session_monitor.store.rowcache import RowCache
 
 LIST_PARTITION_ROWS = 500
 """Rows a listing fetches and renders in Python between two turns of the event loop."""
@@ -88,6 +89,8 @@ class StoreBase:
         self.clock = clock
         self._render = SessionRenderer(db.dialect, self.stale_after)
         self.columns = self._render.columns
+        self.row_cache = RowCache(self._render, db.dialect, self.select_sessions)
+        """The JSON of session rows as ``GET /sessions`` lists them, for this store instance."""
 
     # -- rendering --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from session_monitor.errors import ConfigError, SessionMonitorError
 from session_monitor.store import migrations
-from session_monitor.store.streams import AsyncRowStream, RowStream, ThreadRowStream
+from session_monitor.store.streams import AsyncRowStream, Render, RowStream, ThreadRowStream
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class Database:
     async def stream(
         self,
         query: sa.Select[Any],
-        render: Callable[[Sequence[sa.Row[Any]]], T],
+        render: Render[T],
         *,
         chunk_rows: int,
         count: sa.Select[Any] | None = None,

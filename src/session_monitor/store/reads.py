@@ -18,6 +18,8 @@ from session_monitor.store.base import LIST_PARTITION_ROWS, SessionFilters, Stor
 from session_monitor.store.listing import SessionsJSON, join_rows, json_query
 from session_monitor.store.models import audit_log, sessions
 from session_monitor.store.render import SESSION_FROM, effective_heartbeat
+from session_monitor.store.rowcache import key_columns
+from session_monitor.store.streams import TwoStep
 
 LIST_CHUNK_ROWS = 10_000
 """Rows of a JSON listing fetched and sent at a time: 10,000 go in one answer (one read-thread hop),
@@ -34,8 +36,13 @@ class SessionReads(StoreBase):
         cond = self.session_conditions(filters, live=live, now=now)
         order = [(sessions.c.start_time if live else sessions.c.ended_at, True), (sessions.c.session_id, False)]
         if as_json:
-            query = json_query(
-                self.db.dialect, now, self.stale_after, where=cond, order=order, limit=limit, offset=offset
+            query = (
+                sa.select(*key_columns(self.db.dialect))
+                .select_from(SESSION_FROM)
+                .where(*cond)
+                .order_by(*(col.desc() if desc else col for col, desc in order))
+                .limit(limit)
+                .offset(offset or None)
             )
         else:
             query = (
@@ -68,10 +75,13 @@ class SessionReads(StoreBase):
     async def list_sessions_json(
         self, filters: SessionFilters, *, live: bool = True, limit: int | None = None, offset: int = 0
     ) -> SessionsJSON:
-        """What :meth:`list_sessions` lists, rendered by the database as JSON and streamed in chunks."""
+        """What :meth:`list_sessions` lists as JSON, streamed in chunks: each row's bytes from the row cache
+        (:mod:`~session_monitor.store.rowcache`) with its time-dependent fields spliced in, or read whole."""
         now = self.clock()
         query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=True)
-        return SessionsJSON(await self.db.stream(query, join_rows, chunk_rows=LIST_CHUNK_ROWS, count=count))
+        cache = self.row_cache
+        render = TwoStep(cache.plan, lambda keys, fetched: cache.render(keys, fetched, now))
+        return SessionsJSON(await self.db.stream(query, render, chunk_rows=LIST_CHUNK_ROWS, count=count))
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         now = self.clock()

@@ -19,6 +19,36 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 T = TypeVar("T")
 
 
+class TwoStep(Generic[T]):
+    """A chunk's rendering that reads more rows first: ``plan(rows)`` gives the queries (run in the stream's
+    transaction), ``finish(rows, their rows)`` renders the chunk."""
+
+    def __init__(
+        self,
+        plan: Callable[[Sequence[Any]], list[sa.Select[Any]]],
+        finish: Callable[[Sequence[Any], Sequence[Any]], T],
+    ) -> None:
+        self.plan, self.finish = plan, finish
+
+
+Render = Callable[[Sequence[sa.Row[Any]]], T] | TwoStep[T]
+"""How a stream renders a chunk of rows: one function of the rows, or :class:`TwoStep`."""
+
+
+def _render_sync(render: Render[T], conn: sa.Connection, rows: Sequence[Any]) -> T:
+    if isinstance(render, TwoStep):
+        fetched = [row for query in render.plan(rows) for row in conn.execute(query)]
+        return render.finish(rows, fetched)
+    return render(rows)
+
+
+async def _render_async(render: Render[T], conn: AsyncConnection, rows: Sequence[Any]) -> T:
+    if isinstance(render, TwoStep):
+        fetched = [row for query in render.plan(rows) for row in (await conn.execute(query)).all()]
+        return render.finish(rows, fetched)
+    return render(rows)
+
+
 class RowStream(Generic[T]):
     """Chunks of a query's rows, each passed through ``render``; ``first`` and ``total`` are read at once."""
 
@@ -67,7 +97,7 @@ class ThreadRowStream(RowStream[T]):
         engine: sa.Engine,
         executor: ThreadPoolExecutor,
         query: sa.Select[Any],
-        render: Callable[[Sequence[sa.Row[Any]]], T],
+        render: Render[T],
         chunk_rows: int,
         count: sa.Select[Any] | None,
     ) -> None:
@@ -91,10 +121,13 @@ class ThreadRowStream(RowStream[T]):
 
     def _fetch(self) -> tuple[T, bool]:
         assert self._result is not None
+        assert self._conn is not None
         rows, done = _split(self._carry, self._result.fetchmany(self.chunk_rows + 1 - len(self._carry)), self)
-        if done:
-            self._release()
-        return self._render(rows), done
+        try:
+            return _render_sync(self._render, self._conn, rows), done
+        finally:
+            if done:
+                self._release()
 
     def _next(self) -> tuple[T, bool]:
         with self._lock:
@@ -136,7 +169,7 @@ class AsyncRowStream(RowStream[T]):
         self,
         engine: AsyncEngine,
         query: sa.Select[Any],
-        render: Callable[[Sequence[sa.Row[Any]]], T],
+        render: Render[T],
         chunk_rows: int,
         count: sa.Select[Any] | None,
     ) -> None:
@@ -162,10 +195,13 @@ class AsyncRowStream(RowStream[T]):
             raise RuntimeError("row stream is closed")
         fetched = await self._result.fetchmany(self.chunk_rows + 1 - len(self._carry))
         rows, done = _split(self._carry, fetched, self)
-        if done:
-            self.done = True
-            await self._release()
-        return self._render(rows)
+        assert self._conn is not None
+        try:
+            return await _render_async(self._render, self._conn, rows)
+        finally:
+            if done:
+                self.done = True
+                await self._release()
 
     async def _release(self) -> None:
         result, conn = self._result, self._conn

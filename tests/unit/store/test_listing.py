@@ -18,12 +18,14 @@ import pytest
 import sqlalchemy as sa
 
 from session_monitor.errors import SessionNotFound
-from session_monitor.store import Database, SessionFilters, Store, reads
+from session_monitor.store import Database, SessionFilters, Store, reads, rowcache
 from session_monitor.store.models import agents, sessions
+from session_monitor.store.repository import Actor
 from tests.conftest import DatabaseTarget, FakeClock
 
 STALE_AFTER_S = 120.0
 T0 = FakeClock().now
+ADMIN = Actor("admin", "127.0.0.1")
 
 
 @pytest.fixture
@@ -276,3 +278,66 @@ async def test_get_sessions_streams_a_long_listing(client: Any, app: Any, monkey
         assert doc["total"] == 7 and set(doc) == {"sessions", "total", "cursor"}
     one = await client.get(f"/sessions/{want[0]['session_id']}")
     _assert_same([one.json()], _reference(want[:1]))
+
+
+async def _listed(store: Store, filters: SessionFilters | None = None) -> list[dict[str, Any]]:
+    doc = await _document(store, filters or SessionFilters())
+    rows: list[dict[str, Any]] = doc["sessions"]
+    return rows
+
+
+async def test_cached_rows_match_the_python_renderer_as_time_moves(store: Store, clock: FakeClock) -> None:
+    await _seed(store)
+    await _listed(store)  # fills the cache (the seeded rows changed 30 s ago)
+    await _document(store, SessionFilters(), live=False)
+    assert len(store.row_cache) == len(_edge_rows()[0])
+    for shift_s in (0.0005, 61.25, 400.0):
+        clock.advance(seconds=shift_s)
+        hits = store.row_cache.hits
+        for live in (True, False):
+            want, _ = await store.list_sessions(SessionFilters(), live=live)
+            doc = await _document(store, SessionFilters(), live=live)
+            _assert_same(doc["sessions"], _reference(want))
+        assert store.row_cache.hits - hits == len(store.row_cache)
+
+
+async def test_a_row_changed_by_another_replica_is_served_fresh(
+    store: Store, db_target: DatabaseTarget, clock: FakeClock
+) -> None:
+    await _seed(store)
+    await _listed(store)
+    other_db = Database(db_target.url, schema=db_target.schema)
+    other = Store(other_db, stale_after_s=STALE_AFTER_S, clock=lambda: clock.now + timedelta(seconds=5))
+    try:
+        await other.update_status("proto-whole", "running", "another replica's task")
+        await other.request_kill("kill-pending", ADMIN, "again")
+        await other.end_session("disconnected", "closed", ADMIN)
+    finally:
+        await other_db.close()
+    clock.advance(seconds=1)
+    want, _ = await store.list_sessions(SessionFilters())
+    got = await _listed(store)
+    _assert_same(got, _reference(want))
+    shown = {r["session_id"]: r for r in got}
+    assert shown["proto-whole"]["current_task"] == "another replica's task"
+    assert shown["kill-pending"]["kill_reason"] == "again"
+    assert "disconnected" not in shown
+
+
+async def test_a_row_written_at_the_listings_own_time_is_not_cached(store: Store) -> None:
+    await store.create_session("app", "u", session_id="frozen")  # changed_at is the frozen clock's now
+    [row] = await _listed(store)
+    assert len(store.row_cache) == 0
+    await store.update_status(row["session_id"], "running", "t")  # the same changed_at
+    [again] = await _listed(store)
+    assert (again["status"], again["current_task"]) == ("running", "t")
+
+
+async def test_rows_no_listing_saw_lately_are_evicted(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _seed(store)
+    await _listed(store, SessionFilters(app="app"))
+    apps = len(store.row_cache)
+    assert apps > 0
+    monkeypatch.setattr(rowcache, "IDLE_EVICT_S", 0.0)
+    odd = await _listed(store, SessionFilters(app="app/with?odd#chars"))
+    assert len(odd) == 1 and len(store.row_cache) == 1
