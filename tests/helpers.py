@@ -137,12 +137,19 @@ class ServerProcess:
     """``session-monitor serve`` as a child process; stopped (or SIGKILLed) only by its own PID."""
 
     def __init__(
-        self, env: dict[str, str], port: int | None = None, args: tuple[str, ...] = (), log_path: Path | None = None
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        log_path: Path | None = None,
+        measure_coverage: bool = True,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # No dashboard child unless a test asks for one (serve starts one on port 5000 by default).
         self.env = {**os.environ, "SESSION_MONITOR_DASHBOARD_PORT": "0", **env}
+        if not measure_coverage:  # coverage.py measures a child when this is set (pyproject: patch = subprocess)
+            self.env.pop("COVERAGE_PROCESS_CONFIG", None)
         self.args = args
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

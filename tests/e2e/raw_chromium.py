@@ -98,10 +98,10 @@ class RawChromium:
             children = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
             children = []
+        self.signal_tree(signal.SIGCONT)  # first: a stopped browser leaves each tab's close waiting 10 s for an answer
         for tab in self.tabs:
             with contextlib.suppress(Exception):
                 tab.close()
-        self.signal_tree(signal.SIGCONT)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -119,6 +119,8 @@ class CuttableRelay:
         return len(pairs)
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone leaves it blocked)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self.cut()
         for thread in self._threads:

@@ -4,6 +4,8 @@
 - 200 concurrent writers beside two readers listing a few thousand sessions: no error, every write visible.
 
 No timing assertions here: throughput and latency are the benchmark's (benchmarks/server_throughput.py).
+No coverage either (``no_cover``, servers started with ``measure_coverage=False``): these tests are about volume
+and crashes on code paths the other tests cover, and coverage's tracer would make them about 2x slower.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from session_monitor.store import Database, Store
 from tests.conftest import DatabaseTarget
 from tests.helpers import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.no_cover]
 
 KILL_WRITERS = 50
 KILL_OPS_PER_WRITER = 80
@@ -31,7 +33,8 @@ KILL_OPS_PER_WRITER = 80
 KILL_AFTER_ACKS = 1_000
 
 LOAD_WRITERS = 200
-LOAD_ROUNDS = 4
+LOAD_ROUNDS = 2
+"""A heartbeat and a status update per round, then the final status: 1,000 concurrent writes after the 200 sign-ups."""
 SEEDED_SESSIONS = 2_000
 
 
@@ -111,7 +114,7 @@ async def _kill_writer(client: httpx.AsyncClient, index: int, log: WriterLog, on
 
 async def test_sigkill_mid_load_loses_no_acknowledged_write(db_target: DatabaseTarget, tmp_path: Path) -> None:
     app_name = f"faults-{uuid.uuid4().hex[:8]}"
-    server = ServerProcess(db_target.env(), log_path=tmp_path / "server-1.log").start()
+    server = ServerProcess(db_target.env(), log_path=tmp_path / "server-1.log", measure_coverage=False).start()
     logs = [WriterLog() for _ in range(KILL_WRITERS)]
     acks = [0]
     killed_at_acks: list[int] = []
@@ -140,7 +143,7 @@ async def test_sigkill_mid_load_loses_no_acknowledged_write(db_target: DatabaseT
     acked = [log for log in logs if log.session_id is not None]
     assert acked, "no session was acknowledged before the kill"
 
-    restarted = ServerProcess(db_target.env(), log_path=tmp_path / "server-2.log").start()
+    restarted = ServerProcess(db_target.env(), log_path=tmp_path / "server-2.log", measure_coverage=False).start()
     try:
         stored = await _live_sessions(restarted.url, app=app_name)
     finally:
@@ -259,7 +262,7 @@ async def _reader(client: httpx.AsyncClient, log: LoadLog, done: asyncio.Event) 
 async def test_200_concurrent_writers_beside_readers(db_target: DatabaseTarget, tmp_path: Path) -> None:
     await _seed(db_target, SEEDED_SESSIONS)
     app_name = f"load-{uuid.uuid4().hex[:8]}"
-    server = ServerProcess(db_target.env(), log_path=tmp_path / "server.log").start()
+    server = ServerProcess(db_target.env(), log_path=tmp_path / "server.log", measure_coverage=False).start()
     log = LoadLog()
     done = asyncio.Event()
     try:

@@ -333,6 +333,7 @@ def test_workers_of_one_serve_share_kills(pg_database: str, tmp_path: Path, agen
                 return kills.reason(sid) == sid
 
             wait_until(arrived, timeout_s=ARRIVAL_BOUND_S)
+        agent.stop(timeout_s=3.0)  # before the server: its held long-poll would make the shutdown wait
     finally:
         server.stop()
 
