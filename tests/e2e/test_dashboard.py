@@ -401,6 +401,11 @@ def test_the_page_does_not_grow_while_it_updates(api: Api, dashboard: Dashboard,
     for i in range(120):  # three pages of them
         api.register(app, user=f"u{i}")
     open_dashboard(page, dashboard.url, search=app)
+    # The other tests' sessions fill three pages too: read the ids only once the search has narrowed the table
+    # to this app, or they may be rows the search then hides.
+    rows = sessions_table(page).locator(".tabulator-row")
+    expect(rows).to_have_count(50, timeout=UPDATE_TIMEOUT_MS)
+    expect(rows.filter(has_not_text=app)).to_have_count(0, timeout=UPDATE_TIMEOUT_MS)
     expect(page.get_by_text("page 1 of 3")).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
     shown = sessions_table(page).locator('.tabulator-cell[tabulator-field="session_id"]')
     ids = [t.strip() for t in shown.all_text_contents()[:10]]  # on the page shown
