@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from session_monitor.protocol import KILL, SyncRequest
 from session_monitor.store.models import agents, commands, sessions
 from session_monitor.store.repository import Store
+from session_monitor.store.stalls import loop_facts, split_loop
 
 _CHUNK = 500
 """Rows per multi-row statement (SQLite allows 32,766 bound parameters)."""
@@ -101,6 +102,7 @@ class AgentStore:
                 "rss_bytes": info.rss_bytes,
                 "last_seen": now,
                 "exited_at": now if req.exiting else None,
+                **loop_facts(info.loop, now),
             }
             stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
             conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
@@ -249,9 +251,11 @@ class AgentStore:
             out = []
             for r in rows:
                 apps = counts.get(r["agent_id"], {})
+                row, loop = split_loop(r)
                 out.append(
                     {
-                        **dict(r),
+                        **row,
+                        "loop": loop,
                         "session_count": sum(apps.values()),
                         "apps": sorted(apps),
                         "is_stale": r["exited_at"] is None and now - r["last_seen"] > stale_after,

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from session_monitor._version import __version__
 from session_monitor.protocol import API_VERSION, Health
-from session_monitor.server.deps import MetricsDep, StoreDep
+from session_monitor.server.deps import AgentStoreDep, MetricsDep, StoreDep
 from session_monitor.server.routes._common import JSONBytes
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ async def healthz(store: StoreDep) -> JSONBytes:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(store: StoreDep, m: MetricsDep) -> Response:
-    """Live sessions by app and state, kills, ends by reason, request latency."""
+async def metrics(store: StoreDep, agent_store: AgentStoreDep, m: MetricsDep) -> Response:
+    """Live sessions by app and state, kills, ends by reason, request latency, loop lag and stalls per process."""
     m.set_live_counts(await store.count_live())
+    m.loop.set_live(await agent_store.list_agents())
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
