@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ForSession", "Work", "call_for", "enter", "leave", "qualname", "running"]
+__all__ = ["ForSession", "Work", "call_for", "call_named", "enter", "leave", "qualname", "running"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +52,14 @@ def leave(previous: Work | None) -> None:
 
 
 def qualname(func: Any) -> str:
-    """``module.Class.method`` of a callable, through ``functools.partial`` and bound methods."""
-    while isinstance(func, functools.partial):
-        func = func.func
+    """``module.Class.method`` of a callable, through ``functools.partial``, ``functools.wraps`` and bound methods."""
+    for _ in range(20):  # a cycle of __wrapped__ must not hang the loop
+        if isinstance(func, functools.partial):
+            func = func.func
+        elif getattr(func, "__wrapped__", None) is not None:
+            func = func.__wrapped__
+        else:
+            break
     func = getattr(func, "__func__", func)
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     module = getattr(func, "__module__", None)
@@ -63,7 +68,11 @@ def qualname(func: Any) -> str:
 
 def call_for(session_id: str | None, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``func`` marked as ``session_id``'s work; an awaitable result is marked at each of its steps."""
-    name = qualname(func)
+    return call_named(session_id, qualname(func), func, *args, **kwargs)
+
+
+def call_named(session_id: str | None, name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`call_for`, naming the work ``name`` (a wrapper running the callback the name is of)."""
     previous = enter(session_id, name)
     try:
         result = func(*args, **kwargs)

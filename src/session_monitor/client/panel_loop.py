@@ -5,9 +5,13 @@ It starts the probe and the stall watchdog (``loop_monitor``) with Panel's ``--n
 once per process, the two places Bokeh runs a session's work on the loop, so the watchdog can name the
 session whose work blocks it (``client/loop.py``'s slot):
 
-- ``ServerSession.with_document_locked``: every document callback of the session (next-tick, timeout and
-  periodic callbacks, Panel's widget and event handlers, which Panel schedules as next-tick callbacks);
-- ``ServerSession._handle_patch``: a patch from the browser being applied to the document.
+- ``ServerSession._wrap_session_callback``: every callback of the session's document (next-tick, timeout
+  and periodic callbacks, including Panel's widget and event handlers and its ``nolock`` async ones, which
+  Panel schedules as next-tick callbacks), named after the callback itself;
+- ``ServerSession.with_document_locked``: work run with the document locked outside those (Bokeh's
+  ``session_context.with_locked_document``);
+- ``ServerSession._handle_patch``: a patch from the browser being applied to the document (Panel runs a
+  widget's handlers right there when the document is not busy).
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ def hook_session_work() -> None:
     _hooked = True
     locked = ServerSession.with_document_locked
     patch = ServerSession._handle_patch
+    wrap = ServerSession._wrap_session_callback
+
+    def _wrap_session_callback(self: ServerSession, callback: Any) -> Any:
+        wrapped = wrap(self, callback)
+        inner, sid, name = wrapped._callback, str(self.id), work.qualname(callback.callback)
+        wrapped._callback = partial(work.call_named, sid, name, inner)
+        return wrapped
 
     def with_document_locked(self: ServerSession, func: Any, *args: Any, **kwargs: Any) -> Any:
         return locked(self, partial(work.call_for, str(self.id), func), *args, **kwargs)
@@ -58,3 +69,4 @@ def hook_session_work() -> None:
 
     ServerSession.with_document_locked = with_document_locked  # type: ignore[method-assign]
     ServerSession._handle_patch = _handle_patch  # type: ignore[method-assign]
+    ServerSession._wrap_session_callback = _wrap_session_callback  # type: ignore[method-assign]
