@@ -112,8 +112,9 @@ def create_dashboard(
 
         def start() -> None:
             # Panel runs async periodic callbacks on the server's loop (its stub only admits sync ones).
-            for callback, period_s in ((sessions.refresh, refresh_s), (refresh_others, OTHER_REFRESH_S),
-                                       (refresh_plots, PLOTS_REFRESH_S), (stalls.refresh, STALLS_REFRESH_S)):  # fmt: skip
+            periodic = ((sessions.refresh, refresh_s), (refresh_others, OTHER_REFRESH_S),
+                        (refresh_plots, PLOTS_REFRESH_S), (stalls.refresh, STALLS_REFRESH_S))  # fmt: skip
+            for callback, period_s in periodic:
                 pn.state.add_periodic_callback(callback, period=int(period_s * 1000))  # type: ignore[arg-type]
             pn.state.execute(sessions.refresh)
             pn.state.execute(stalls.refresh)
