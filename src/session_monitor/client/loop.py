@@ -15,23 +15,26 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 __all__ = ["ForSession", "Work", "call_for", "call_named", "enter", "leave", "qualname", "running"]
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
-    """A callback the loop is running: for which session (``None``: none known), what, since when."""
+class Work(NamedTuple):
+    """A callback the loop is running: for which session (``None``: none known), what, since when.
+
+    A named tuple: made on every callback, it must cost next to nothing (a frozen dataclass cost 1 µs).
+    """
 
     session_id: str | None
     function: str
     started: float
     """``time.monotonic()`` when this callback (or this step of a coroutine) began."""
 
+
+_monotonic = time.monotonic
 
 running: Work | None = None
 """The work the IOLoop runs now, or ``None`` between callbacks (or for work of no known session)."""
@@ -41,7 +44,7 @@ def enter(session_id: str | None, function: str) -> Work | None:
     """Mark ``function`` of ``session_id`` as running on the loop; returns what was running (for :func:`leave`)."""
     global running
     previous = running
-    running = Work(session_id, function, time.monotonic())
+    running = Work(session_id, function, _monotonic())
     return previous
 
 
@@ -73,12 +76,14 @@ def call_for(session_id: str | None, func: Callable[..., T], *args: Any, **kwarg
 
 def call_named(session_id: str | None, name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """:func:`call_for`, naming the work ``name`` (a wrapper running the callback the name is of)."""
-    previous = enter(session_id, name)
+    global running
+    previous = running
+    running = Work(session_id, name, _monotonic())
     try:
         result = func(*args, **kwargs)
     finally:
-        leave(previous)
-    if inspect.isawaitable(result):
+        running = previous
+    if result is not None and inspect.isawaitable(result):
         return ForSession(result, session_id, name)  # type: ignore[return-value]
     return result
 
