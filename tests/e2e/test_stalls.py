@@ -163,3 +163,20 @@ def test_a_long_block_kills_nobody(
         assert row["end_reason"] is None and row["state"] != "ended", row
         assert websocket_events(shown)["closed"] == [], websocket_events(shown)
     assert "closed as dead" not in panel.log()
+
+
+def test_panel_thread_pool_is_reported(
+    monitor: Monitor, panel_server: Callable[..., PanelServer], context: BrowserContext
+) -> None:
+    """With ``--num-threads 2`` the agent reports Panel's pool: its size, and its queue and busy threads."""
+    panel = panel_server("blocking.py", args=("--num-threads", "2"))
+    page, sid = open_blocking(context, panel, "?block=0.2")
+
+    def loop_of_process() -> dict[str, Any] | None:
+        agents = httpx.get(f"{monitor.url}/agents", timeout=5).json()["agents"]
+        return next((a["loop"] for a in agents if a["pid"] == panel.pid and a["loop"]), None)
+
+    loop = wait_until(lambda: (found := loop_of_process()) and found["pool_size"] == 2 and found, timeout_s=20)
+    assert loop["pool_queue"] >= 0 and 0 <= loop["pool_busy"] <= 2
+    assert loop["probes"] > 0 and loop["lag_p99_ms"] is not None and 0 <= loop["busy"] <= 1
+    page.close()
