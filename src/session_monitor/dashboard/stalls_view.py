@@ -84,6 +84,11 @@ def stack_text(stack: list[Mapping[str, Any]] | None) -> str:
     return "\n".join(lines) or "(no stack: the loop came back before it could be taken)"
 
 
+def stack_html(stack: str) -> str:
+    """The expanded row: the stack's text, escaped, in a ``<pre>``."""
+    return f"<pre style='margin:4px 12px;white-space:pre-wrap'>{escaped(stack)}</pre>"
+
+
 STALL_COLUMNS = ("When (UTC)", "Host:PID", "App", "Session", "Duration", "Where", "Callback", "id")
 
 
@@ -127,14 +132,10 @@ class StallsView:
             header_align="left",
             sizing_mode="stretch_width",
             row_content=self._stack_pane,
-            name=self.title,
         )
 
     def _stack_pane(self, row: pd.Series) -> pn.viewable.Viewable:
-        stack = self.stacks.get(int(row["id"]), "")
-        return pn.pane.HTML(
-            f"<pre style='margin:4px 12px;white-space:pre-wrap'>{escaped(stack)}</pre>", sizing_mode="stretch_width"
-        )
+        return pn.pane.HTML(stack_html(self.stacks.get(int(row["id"]), "")), sizing_mode="stretch_width")
 
     def panel(self) -> pn.viewable.Viewable:
         help_text = (
