@@ -260,3 +260,50 @@ async def test_stalls_are_kept_as_long_as_the_audit_log(db_target: DatabaseTarge
         await c.post(f"/agents/{AGENT}/sync", json=sync_body(clock, stalls=[stall(clock, 2)]))
         await reap_once(app.state.store, expire_after_s=600, history_retention_s=3600, audit_retention_s=86_400)
         assert [s["seq"] for s in (await c.get("/stalls")).json()["stalls"]] == [2]
+
+
+async def test_a_version_6_database_upgrades_and_its_agents_keep_working(
+    db_target: DatabaseTarget, clock: FakeClock
+) -> None:
+    import sqlalchemy as sa
+
+    from session_monitor.store import Database, migrations
+    from session_monitor.store.models import UTCDateTime
+
+    db = Database(db_target.url, schema=db_target.schema)
+    try:
+        async with db.write_engine.begin() as conn:
+            if db_target.schema:
+                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{db_target.schema}"')
+            assert await conn.run_sync(lambda c: migrations.upgrade(c, target=6)) == [1, 2, 3, 4, 5, 6]
+            v6_agents = sa.Table(
+                "agents",
+                sa.MetaData(),
+                sa.Column("agent_id", sa.String(64)),
+                sa.Column("host", sa.String(255)),
+                sa.Column("pid", sa.Integer()),
+                sa.Column("command", sa.String(1000)),
+                sa.Column("versions", sa.JSON()),
+                sa.Column("started_at", UTCDateTime()),
+                sa.Column("last_seen", UTCDateTime()),
+            )
+            await conn.execute(
+                v6_agents.insert().values(
+                    agent_id=AGENT,
+                    host="old-host",
+                    pid=7,
+                    command="panel serve",
+                    versions={},
+                    started_at=clock.now,
+                    last_seen=clock.now,
+                )  # fmt: skip
+            )
+    finally:
+        await db.close()
+    async with serving(db_target, clock) as (_, c):
+        (agent,) = (await c.get("/agents")).json()["agents"]
+        assert agent["host"] == "old-host" and agent["loop"] is None
+        body = sync_body(clock, host="old-host", pid=7, loop=loop_health(), stalls=[stall(clock, 1)])
+        assert (await c.post(f"/agents/{AGENT}/sync", json=body)).json()["stalls_refused"] == 0
+        assert (await c.get("/agents")).json()["agents"][0]["loop"]["busy"] == 0.37
+        assert (await c.get("/stalls")).json()["total"] == 1
