@@ -160,7 +160,7 @@ def test_a_long_block_kills_nobody(
     time.sleep(3 * dead_socket_s / 4 + 1)
     for session_id, shown in ((sid, page), (other_sid, other)):
         row = monitor.session(session_id)
-        assert row["end_reason"] is None and row["state"] != "ended", row
+        assert row["end_reason"] is None and row["state"] != "ended", (row, websocket_events(shown), panel.log())
         assert websocket_events(shown)["closed"] == [], websocket_events(shown)
     assert "closed as dead" not in panel.log()
 

@@ -334,6 +334,8 @@ class Liveness:
         self.watches[session_id] = watch
         if not self._sweeper.is_running():
             self._sweeper.start()
+            # The first sweep is due one interval from now: a loop blocked before it is late from here on.
+            self._last_sweep = self.clock()
         return watch
 
     def forget(self, session_id: str) -> None:

@@ -183,7 +183,10 @@ async def test_a_blocked_loop_is_not_websocket_silence() -> None:
         watch = liveness.watch("s1", session, lambda: None)
         session.subscribe(connection)
         watch._subscribed(connection)
-        liveness.sweep()  # t=1000, pong at 1000
+        now[0] += 14.0  # blocked before the first sweep ever ran: 12 s late
+        liveness.sweep()
+        assert socket.closed is None
+        liveness.sweep()
         now[0] += 2.0
         liveness.sweep()  # on time
         now[0] += 12.0  # the loop was blocked for 10 s past the 2 s sweep interval
