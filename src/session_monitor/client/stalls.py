@@ -15,6 +15,7 @@ from __future__ import annotations
 import linecache
 import logging
 import os
+import re
 import sys
 import sysconfig
 import threading
@@ -27,7 +28,14 @@ from typing import Any
 from session_monitor.client import loop as work
 from session_monitor.client import threads
 from session_monitor.client.loop_probe import LoopProbe
-from session_monitor.protocol import MAX_FRAME_CODE, MAX_FRAME_FILE, MAX_FRAME_FUNCTION, MAX_STALL_FRAMES
+from session_monitor.protocol import (
+    MAX_FRAME_CODE,
+    MAX_FRAME_FILE,
+    MAX_FRAME_FUNCTION,
+    MAX_SESSION_ID,
+    MAX_STALL_FRAMES,
+    SESSION_ID_PATTERN,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +236,8 @@ class StallWatchdog:
             seq=self._seq,
             start=start,
             started_at=started_at,
-            session_id=running.session_id if running is not None else None,
-            function=running.function[:MAX_FRAME_FUNCTION] if running is not None else None,
+            session_id=_wire_session_id(running.session_id if running is not None else None),
+            function=_clean(running.function, MAX_FRAME_FUNCTION) if running is not None else None,
             stack=stack,
         )
 
@@ -258,9 +266,10 @@ class StallWatchdog:
 
     @property
     def pending(self) -> bool:
-        """Whether a sync has stalls to send (new, finished, or still open)."""
+        """Whether a sync is due for stalls: a new or finished one. An open one rides along with every sync
+        (its duration growing), without making the agent sync more often than its interval."""
         with self._lock:
-            return any(r.sent_version != r.version or not r.final for r in self.stalls.values())
+            return any(r.sent_version != r.version for r in self.stalls.values())
 
     def take(self) -> StallBatch:
         """The stalls to send now: the changed ones and every open one (its duration grows)."""
@@ -279,6 +288,16 @@ class StallWatchdog:
                 record.sent_version = max(record.sent_version, version)
                 if record.final and record.sent_version >= record.version:
                     del self.stalls[seq]
+
+
+_SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+
+
+def _wire_session_id(session_id: str | None) -> str | None:
+    """The session id if the server would take it (else none: a refused stall must not fail every sync)."""
+    if session_id is None or len(session_id) > MAX_SESSION_ID or not _SESSION_ID_RE.match(session_id):
+        return None
+    return session_id
 
 
 def _where(stack: list[dict[str, Any]]) -> str:

@@ -129,7 +129,8 @@ def test_each_stall_once_and_open_ones_resent(monitor: LoopMonitor, loop_thread:
     wait_until(lambda: monitor.watchdog.detected == 1, timeout_s=1.0)
     batch = monitor.watchdog.take()
     monitor.watchdog.sent(batch)
-    assert monitor.watchdog.pending  # still open: sent again with the longer duration
+    assert not monitor.watchdog.pending  # no sync is due for it alone ...
+    assert monitor.watchdog.take().stalls[0]["seq"] == 1  # ... but each sync carries it while open
     wait_until(lambda: monitor.watchdog.take().stalls[0]["final"], timeout_s=2.0)
     loop_thread.call(blocking_callback, 0.6)
     wait_until(lambda: monitor.watchdog.detected == 2, timeout_s=1.5)
