@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from session_monitor.text import printable
 
@@ -351,6 +351,7 @@ class AgentInfo(_Request):
 
 LOOP_LAG_BUCKETS_S: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds of the loop-lag histogram buckets (seconds); ``LoopHealth.lag_buckets`` has one more, for +Inf."""
+LAG_BUCKETS = len(LOOP_LAG_BUCKETS_S) + 1
 MAX_STALL_FRAMES = 30
 """Most frames of one stall's stack."""
 MAX_FRAME_FILE = 500
@@ -359,50 +360,51 @@ MAX_FRAME_CODE = 300
 MAX_SYNC_STALLS = 100
 """Most stalls one sync may carry (beyond: 422; an agent's own queue holds fewer)."""
 
-FrameFile = Annotated[str, Field(max_length=MAX_FRAME_FILE), AfterValidator(printable)]
-FunctionName = Annotated[str, Field(max_length=MAX_FRAME_FUNCTION), AfterValidator(printable)]
-CodeLine = Annotated[str, Field(max_length=MAX_FRAME_CODE), AfterValidator(printable)]
-LagMs = Annotated[float, Field(ge=0, le=1e9)]
+FrameFile = Annotated[str, Field(max_length=MAX_FRAME_FILE), AfterValidator(printable), _PRINTABLE_SCHEMA]
+FunctionName = Annotated[str, Field(max_length=MAX_FRAME_FUNCTION), AfterValidator(printable), _PRINTABLE_SCHEMA]
+CodeLine = Annotated[str, Field(max_length=MAX_FRAME_CODE), AfterValidator(printable), _PRINTABLE_SCHEMA]
+LagMs = Annotated[float, Field(ge=0, le=1e9), Strict]
+LoopCount = Annotated[int, Field(ge=0, le=10_000_000), JSONInteger]
 
 
 class LoopHealth(_Request):
     """How the process's IOLoop did over one sync interval, measured by a probe scheduled every 100 ms."""
 
-    interval_s: float = Field(ge=0, le=86_400, description="Seconds of wall time this measurement covers.")
-    probes: int = Field(ge=0, le=10_000_000, description="Probes that ran in the interval.")
+    interval_s: float = Field(ge=0, le=86_400, strict=True, description="Seconds of wall time this measurement covers.")
+    probes: LoopCount = Field(description="Probes that ran in the interval.")
     lag_p50_ms: LagMs | None = None
     lag_p99_ms: LagMs | None = None
     lag_max_ms: LagMs | None = Field(default=None, description="Latest probe, including one still waiting now.")
     lag_sum_ms: LagMs = 0.0
-    lag_buckets: list[Annotated[int, Field(ge=0, le=10_000_000)]] = Field(
-        default_factory=list,
-        max_length=len(LOOP_LAG_BUCKETS_S) + 1,
+    lag_buckets: Annotated[list[LoopCount], Field(min_length=LAG_BUCKETS, max_length=LAG_BUCKETS)] | None = Field(
+        default=None,
         description="Probe lags per bucket of LOOP_LAG_BUCKETS_S (not cumulative), the last for beyond.",
     )
     busy: float | None = Field(
-        default=None, ge=0, le=1, description="Share of wall time the loop ran callbacks (not waiting in select)."
+        default=None,
+        ge=0,
+        le=1,
+        strict=True,
+        description="Share of wall time the loop ran callbacks (not waiting in select).",
     )
-    pool_size: int | None = Field(default=None, ge=0, le=100_000, description="Panel's --num-threads pool size.")
-    pool_queue: int | None = Field(default=None, ge=0, le=10_000_000, description="Jobs waiting in Panel's pool.")
-    pool_busy: int | None = Field(default=None, ge=0, le=100_000, description="Threads of Panel's pool running a job.")
-    stalls_dropped: int = Field(default=0, ge=0, le=2**62, description="Stalls the agent dropped (its queue full).")
-
-    @field_validator("lag_buckets")
-    @classmethod
-    def _all_buckets(cls, value: list[int]) -> list[int]:
-        if value and len(value) != len(LOOP_LAG_BUCKETS_S) + 1:
-            raise ValueError(f"must hold {len(LOOP_LAG_BUCKETS_S) + 1} counts (LOOP_LAG_BUCKETS_S and +Inf), or none")
-        return value
+    pool_size: Annotated[int, Field(ge=0, le=100_000), JSONInteger] | None = Field(
+        default=None, description="Panel's --num-threads pool size."
+    )
+    pool_queue: LoopCount | None = Field(default=None, description="Jobs waiting in Panel's pool.")
+    pool_busy: Annotated[int, Field(ge=0, le=100_000), JSONInteger] | None = Field(
+        default=None, description="Threads of Panel's pool running a job."
+    )
+    stalls_dropped: Count = Field(default=0, description="Stalls the agent dropped (its queue full).")
 
 
 class StallFrame(_Request):
     """One frame of a stalled loop's stack."""
 
     file: FrameFile
-    line: int = Field(ge=0, le=10_000_000)
+    line: LoopCount
     function: FunctionName
     code: CodeLine | None = None
-    app: bool = Field(default=False, description="Not in the standard library or site-packages: the app's code.")
+    app: Flag = Field(default=False, description="Not in the standard library or site-packages: the app's code.")
 
 
 class Stall(_Request):
@@ -411,10 +413,10 @@ class Stall(_Request):
     Sent at the next sync once seen (``final`` false, duration so far), and again once the loop is back.
     """
 
-    seq: int = Field(ge=0, le=2**62, description="The stall's number in its agent (updates carry the same one).")
+    seq: Count = Field(description="The stall's number in its agent (updates carry the same one).")
     started_at: UTCTime
-    duration_s: float = Field(ge=0, le=1e7)
-    final: bool = Field(description="The loop is back: the duration is final.")
+    duration_s: float = Field(ge=0, le=1e7, strict=True)
+    final: Flag = Field(description="The loop is back: the duration is final.")
     session_id: SessionIdField | None = Field(default=None, description="The session whose work was running.")
     function: FunctionName | None = Field(default=None, description="Qualified name of the callback running.")
     stack: list[StallFrame] = Field(

@@ -82,7 +82,7 @@ def test_healthy_loop_reports_small_lag_low_busy_and_no_stall(monitor: LoopMonit
     assert 8 <= health.probes <= 13
     assert health.lag_p99_ms is not None and health.lag_p99_ms < 100
     assert health.busy is not None and health.busy < 0.3
-    assert sum(health.lag_buckets) == health.probes
+    assert sum(health.lag_buckets or []) == health.probes
     assert monitor.watchdog.detected == 0
     assert not monitor.watchdog.pending
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from bokeh.document import Document
 from bokeh.document.locking import without_document_lock
-from bokeh.models import Div
+from bokeh.models import Div  # type: ignore[attr-defined]
 from bokeh.server.session import ServerSession
 from bokeh.util.token import generate_session_id
 from tornado.ioloop import IOLoop

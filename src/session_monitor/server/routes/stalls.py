@@ -6,16 +6,16 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
-from session_monitor.protocol import MAX_SESSION_ID, SESSION_ID_PATTERN, StallList, SyncRequest
+from session_monitor.protocol import MAX_SESSION_ID, SESSION_ID_PATTERN, StallList, SyncRequest, UTCTime
 from session_monitor.server.deps import AdminDep, StallStoreDep
+from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.metrics import Metrics
-from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset
+from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SingleValuedQuery
 from session_monitor.store.stalls import StallFilters, StallOutcome, StallStore
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["loop health"])
+router = APIRouter(tags=["loop health"], dependencies=[SingleValuedQuery])
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 SessionFilter = Annotated[
@@ -41,14 +41,14 @@ async def record_stalls(store: StallStore, metrics: Metrics, agent_id: str, body
     return outcome
 
 
-@router.get("/stalls", response_model=StallList, summary="Stalls of the Panel processes' IOLoops")
+@router.get("/stalls", response_model=StallList, summary="Stalls of the Panel processes' IOLoops", responses=READ_ADMIN)
 async def list_stalls(
     store: StallStoreDep,
     _: AdminDep,
     app: AppFilter = None,
     session: SessionFilter = None,
     host: HostFilter = None,
-    since: Annotated[AwareDatetime | None, Query(description="Only stalls that started at or after this time.")] = None,
+    since: Annotated[UTCTime | None, Query(description="Only stalls that started at or after this time.")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> JSONBytes:
