@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from session_monitor._version import __version__
-from session_monitor.client import exiting, threads
+from session_monitor.client import exiting, loop_monitor, threads
 from session_monitor.client.config import ClientConfig, resolve_config
 from session_monitor.client.exiting import on_exit
 from session_monitor.client.failover import ServerUrls, server_unreachable
@@ -226,7 +226,8 @@ class Agent:
             due = now - last_sync >= self._sync_interval_s
             if self.usage is not None and not self.sessions.exiting:
                 await self._measure(now, due)
-            if (self.sessions.pending or due) and now >= retry_at and not self.sessions.exiting:
+            stalls = (monitor := loop_monitor.current()) is not None and monitor.watchdog.pending
+            if (self.sessions.pending or due or stalls) and now >= retry_at and not self.sessions.exiting:
                 try:
                     async with self._sync_lock:
                         if self._stopping.is_set():
@@ -268,6 +269,8 @@ class Agent:
     async def _sync(self, *, exiting: bool) -> None:
         assert self._client is not None
         batch = self.sessions.take_batch(exiting=exiting)
+        monitor = loop_monitor.current()
+        stalls = monitor.watchdog.take() if monitor is not None else None
         body = {
             "agent": self._facts(),
             "full": batch.full,
@@ -275,6 +278,8 @@ class Agent:
             "sessions": batch.sessions,
             "ended": batch.ended,
         }
+        if stalls is not None and stalls.stalls:
+            body["stalls"] = stalls.stalls
         url = self.server_url
         try:
             response = await self._client.post(f"/agents/{self.agent_id}/sync", json=body)
@@ -292,6 +297,10 @@ class Agent:
             raise
         self._urls.failed.clear()
         self.sessions.batch_sent(batch, resync=bool(data.get("resync")))
+        if monitor is not None and stalls is not None:
+            monitor.watchdog.sent(stalls)  # refused ones too: the server said why, resending would not help
+            if data.get("stalls_error"):
+                logger.warning("agent %s: %s", self.agent_id, data["stalls_error"])
         self.syncs += 1
         self._urls.came_online(len(batch.sessions) if batch.full else self.session_count)
         interval = data.get("sync_interval_s")
@@ -358,6 +367,9 @@ class Agent:
         facts = self._process.wire()
         if self.usage is not None:
             facts["leftovers"] = list(self.usage.leftovers.current)
+        monitor = loop_monitor.current()
+        if monitor is not None:
+            facts["loop"] = monitor.health()
         return facts
 
     @property

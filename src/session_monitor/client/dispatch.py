@@ -10,8 +10,9 @@ those are wrapped once per process (:func:`install`):
   changes, and the synchronous Python callbacks they trigger (a button's ``on_click`` without threads).
 
 Each is timed with ``perf_counter_ns`` on the loop; a coroutine's result is timed step by step
-(:class:`_TimedSteps`), so time spent awaiting counts for nobody. The "current work" slot
-(``loop.py``) names the session while its work runs. Jobs a session submits to a
+(:class:`_TimedSteps`), so time spent awaiting counts for nobody. These are the only wrappers of
+Bokeh's dispatch: they also set the "current work" slot (``loop.py``) while a session's work runs, which
+the stall watchdog (``stalls.py``) reads to name the blocking session and function. Jobs a session submits to a
 ``ThreadPoolExecutor`` (Panel's ``--num-threads`` pool) are timed on their thread through the
 observer of ``threads.py``. Inside a dispatch, param watchers (``on_click``, ``param.watch``,
 ``param.depends`` handlers) are timed too, only to name the work: the longest one names the

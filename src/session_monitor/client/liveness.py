@@ -320,6 +320,11 @@ class Watch:
                 socket.ping(PING_PAYLOAD)
         self._check_gone()
 
+    def forgive(self, stalled_s: float, now: float) -> None:
+        """The loop could not read pongs for ``stalled_s``: that time does not count as silence."""
+        for connection, pong_at in list(self.pong_at.items()):
+            self.pong_at[connection] = min(pong_at + stalled_s, now)
+
     def close(self) -> None:
         """Stop watching (the session ended): timers cancelled, Bokeh's methods given back."""
         if self.closed:
@@ -358,6 +363,7 @@ class Liveness:
         self.clock = clock
         self.watches: dict[str, Watch] = {}
         self._sweeper = PeriodicCallback(self.sweep, config.sweep_interval_s * 1000)
+        self._last_sweep: float | None = None
 
     def watch(self, session_id: str, session: Any, on_first_connect: Callable[[], None]) -> Watch:
         old = self.watches.pop(session_id, None)
@@ -367,6 +373,8 @@ class Liveness:
         self.watches[session_id] = watch
         if not self._sweeper.is_running():
             self._sweeper.start()
+            # The first sweep is due one interval from now: a loop blocked before it is late from here on.
+            self._last_sweep = self.clock()
         return watch
 
     def forget(self, session_id: str) -> None:
@@ -375,8 +383,22 @@ class Liveness:
             watch.close()
 
     def sweep(self) -> None:
-        """One pass: pings and dead sockets, then idle culling (one failing session does not stop the rest)."""
+        """One pass: pings and dead sockets, then idle culling (one failing session does not stop the rest).
+
+        Silence is counted on the loop's healthy time: a sweep that runs late ran late because the loop was
+        blocked (a callback that did not return, a stall) or the process suspended. Meanwhile no pong could be
+        read and no ping sent, so the lateness is taken off every websocket's silence: a callback blocking
+        for longer than ``dead_socket_s`` ends no session.
+        """
         now, now_utc = self.clock(), datetime.now(UTC)
+        if self._last_sweep is not None:
+            late_s = now - self._last_sweep - self.config.sweep_interval_s
+            if late_s > 0:
+                if late_s >= 1.0:
+                    logger.info("liveness: the loop was blocked for %.1f s; not counted as websocket silence", late_s)
+                for watch in list(self.watches.values()):
+                    watch.forgive(late_s, now)
+        self._last_sweep = now
         for session_id, watch in list(self.watches.items()):
             try:
                 watch.sweep(now)

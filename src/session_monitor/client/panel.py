@@ -42,7 +42,7 @@ from bokeh.document import Document
 from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
 
-from session_monitor.client import dispatch, threads
+from session_monitor.client import dispatch, panel_loop, threads
 from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
 from session_monitor.client.browser import make_component, mark_ended
 from session_monitor.client.callbacks import await_callbacks
@@ -225,6 +225,7 @@ def _start_watch(session_id: str) -> None:
     tracker = _tracked(session_id)
     if session is None or tracker is None or tracker.ended:
         return
+    panel_loop.start()
     _get_liveness().watch(session_id, session, partial(_first_connect, session_id))
 
 

@@ -24,12 +24,11 @@ from session_monitor.dashboard.handlers import guard_autoload
 from session_monitor.dashboard.plots import PlotsView
 from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.dashboard.sessions_view import SessionsView
+from session_monitor.dashboard.stalls_view import AGENT_LOOP_COLUMNS, StallsView, agent_loop_row
 from session_monitor.dashboard.views import (
-    AGENT_COLUMNS,
     AUDIT_COLUMNS,
     HISTORY_COLUMNS,
     RecordsView,
-    agent_row,
     audit_row,
     history_row,
 )
@@ -42,6 +41,8 @@ SESSIONS_REFRESH_S = 1.0
 OTHER_REFRESH_S = 5.0
 """System status, history and audit refresh this often."""
 PLOTS_REFRESH_S = 15.0
+STALLS_REFRESH_S = 0.5
+"""The Stalls tab looks at the newest stall this often (one small request), so a stall shows within 3 s."""
 
 
 def _actor() -> str:
@@ -74,12 +75,13 @@ def create_dashboard(
         sessions = SessionsView(api, feed, actor=actor, page_size=page_size)
         agents = RecordsView(
             "System status",
-            AGENT_COLUMNS,
+            AGENT_LOOP_COLUMNS,
             api.agents,
-            agent_row,
-            help_text="One row per Panel process (agent).",
+            agent_loop_row,
+            help_text="One row per Panel process (agent); loop lag and busy share over its last sync interval.",
             stale_column="Status",
         )
+        stalls = StallsView(api)
         history = RecordsView("History", HISTORY_COLUMNS, api.history, history_row)
         audit = RecordsView("Audit", AUDIT_COLUMNS, api.audit, audit_row)
         plots = PlotsView(api)
@@ -95,6 +97,7 @@ def create_dashboard(
         tabs = pn.Tabs(
             ("Sessions", sessions.panel()),
             ("System status", agents.panel()),
+            ("Stalls", stalls.panel()),
             ("History", history.panel()),
             ("Audit", audit.panel()),
             ("Plots", plots.panel()),
@@ -112,10 +115,12 @@ def create_dashboard(
 
         def start() -> None:
             # Panel runs async periodic callbacks on the server's loop (its stub only admits sync ones).
-            for callback, period_s in ((sessions.refresh, refresh_s), (refresh_others, OTHER_REFRESH_S),
-                                       (refresh_plots, PLOTS_REFRESH_S)):  # fmt: skip
+            periodic = ((sessions.refresh, refresh_s), (refresh_others, OTHER_REFRESH_S),
+                        (refresh_plots, PLOTS_REFRESH_S), (stalls.refresh, STALLS_REFRESH_S))  # fmt: skip
+            for callback, period_s in periodic:
                 pn.state.add_periodic_callback(callback, period=int(period_s * 1000))  # type: ignore[arg-type]
             pn.state.execute(sessions.refresh)
+            pn.state.execute(stalls.refresh)
             pn.state.execute(refresh_others)
             pn.state.execute(refresh_plots)
 

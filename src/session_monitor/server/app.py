@@ -18,12 +18,13 @@ from session_monitor.server.errors import COMMON_ERRORS, WriteHealth, error_resp
 from session_monitor.server.lost import LossWatch, run_loss_watch
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
 from session_monitor.server.reaper import ReapResult, run_reaper
-from session_monitor.server.routes import admin, agents, health, session_client, sessions, stats
+from session_monitor.server.routes import admin, agents, health, session_client, sessions, stalls, stats
 from session_monitor.server.security import GuardMiddleware
 from session_monitor.server.settings import Settings
 from session_monitor.store import Database, Store
 from session_monitor.store.agents import AgentStore
 from session_monitor.store.repository import utcnow
+from session_monitor.store.stalls import StallStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         store = Store(db, stale_after_s=settings.stale_after_s, clock=clock)
         app.state.store = store
         app.state.agent_store = agent_store = AgentStore(store)
+        app.state.stall_store = StallStore(
+            store,
+            max_per_agent=settings.max_stalls_per_agent,
+            max_total=settings.max_stalls_total,
+            max_per_minute=settings.max_stalls_per_minute,
+        )
         logger.info("session monitor %s using %s", __version__, db.describe())
         allowed = settings.host_allowlist
         logger.info(
@@ -155,6 +162,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(stats.router)
+    app.include_router(stalls.router)
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

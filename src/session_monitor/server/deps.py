@@ -19,6 +19,7 @@ from session_monitor.server.settings import Settings
 from session_monitor.store import Store
 from session_monitor.store.agents import AgentStore
 from session_monitor.store.repository import Actor
+from session_monitor.store.stalls import StallStore
 from session_monitor.text import printable
 
 ACTOR_HEADER = "x-session-monitor-actor"
@@ -48,6 +49,11 @@ async def get_store(request: Request) -> Store:
 async def get_agent_store(request: Request) -> AgentStore:
     agent_store: AgentStore = request.app.state.agent_store
     return agent_store
+
+
+async def get_stall_store(request: Request) -> StallStore:
+    stall_store: StallStore = request.app.state.stall_store
+    return stall_store
 
 
 async def get_hub(request: Request) -> CommandHub:
@@ -160,6 +166,7 @@ def as_actor(principal: Principal) -> Actor:
 
 StoreDep = Annotated[Store, Depends(get_store)]
 AgentStoreDep = Annotated[AgentStore, Depends(get_agent_store)]
+StallStoreDep = Annotated[StallStore, Depends(get_stall_store)]
 HubDep = Annotated[CommandHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

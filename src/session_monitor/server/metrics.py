@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from session_monitor.server.loop_metrics import LoopMetrics
+
 # `_created` samples double every series and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
@@ -63,6 +65,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+        self.loop = LoopMetrics(r)
 
     def set_leftovers(self, counts: dict[str, int]) -> None:
         self.leftovers.clear()

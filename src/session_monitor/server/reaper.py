@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from session_monitor.store.agents import COMMAND_RETENTION, AgentStore
 from session_monitor.store.repository import SYSTEM, Store
+from session_monitor.store.stalls import StallStore
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ async def reap_once(
         history_before=now - timedelta(seconds=history_retention_s),
         audit_before=now - timedelta(seconds=audit_retention_s),
     )
+    await StallStore(store).purge(before=now - timedelta(seconds=audit_retention_s))  # kept as long as the audit log
     if expired or history or audit:
         logger.info("reaper: %d sessions expired, %d history rows and %d audit entries purged", expired, history, audit)
     return ReapResult(expired, history, audit)

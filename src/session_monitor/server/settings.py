@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="Leave GET /sessions, /sessions/{id} and /metrics open with tokens set (the prototype's monitor).",
     )
     run_reaper: bool = Field(default=True, description="Run the reaper inside this server process.")
+    max_stalls_per_agent: int = Field(default=1000, ge=1, le=1_000_000, description="Stalls kept per agent.")
+    max_stalls_total: int = Field(default=100_000, ge=1, le=100_000_000, description="Stalls kept in all.")
+    max_stalls_per_minute: int = Field(
+        default=120, ge=1, le=100_000, description="New stalls an agent may send per minute; beyond, refused."
+    )
 
     @field_validator("database_schema")
     @classmethod

@@ -21,6 +21,7 @@ from session_monitor.store.base import end_values
 from session_monitor.store.lost import PROCESS_LOST, lost_since
 from session_monitor.store.models import agents, commands, sessions
 from session_monitor.store.repository import Store
+from session_monitor.store.stalls import loop_facts, split_loop
 
 _CHUNK = 500
 """Rows per multi-row statement (SQLite allows 32,766 bound parameters)."""
@@ -96,6 +97,7 @@ def _stamp_agent(conn: sa.Connection, agent_id: str, req: SyncRequest, now: date
         "last_seen": now,
         "exited_at": now if req.exiting else None,
         "leftovers": [item.model_dump(mode="json") for item in info.leftovers] or None,
+        **loop_facts(info.loop, now),
     }
     stmt = _insert(conn, agents).values(agent_id=agent_id, started_at=info.started_at, **facts)
     conn.execute(stmt.on_conflict_do_update(index_elements=[agents.c.agent_id], set_=facts))
@@ -281,10 +283,12 @@ class AgentStore:
             out = []
             for r in rows:
                 apps = counts.get(r["agent_id"], {})
+                row, loop = split_loop(r)
                 out.append(
                     {
-                        **dict(r),
+                        **row,
                         "leftovers": r["leftovers"] or [],
+                        "loop": loop,
                         "session_count": sum(apps.values()),
                         "apps": sorted(apps),
                         "is_stale": r["exited_at"] is None and now - r["last_seen"] > stale_after,

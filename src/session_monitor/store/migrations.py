@@ -159,6 +159,51 @@ def _v6_pending_kills(conn: sa.Connection) -> None:
     sa.Index("ix_sessions_kill_pending", table.c.agent_id, sqlite_where=pending, postgresql_where=pending).create(conn)
 
 
+def _v7_loop_health(conn: sa.Connection) -> None:
+    """Loop health of each agent's IOLoop (latest interval), its stall counters, and the stalls themselves."""
+    columns: list[tuple[str, sa.types.TypeEngine[Any]]] = [
+        ("loop_at", UTCDateTime()),
+        ("loop_interval_s", sa.Float()),
+        ("loop_probes", sa.Integer()),
+        ("loop_lag_p50_ms", sa.Float()),
+        ("loop_lag_p99_ms", sa.Float()),
+        ("loop_lag_max_ms", sa.Float()),
+        ("loop_busy", sa.Float()),
+        ("pool_size", sa.Integer()),
+        ("pool_queue", sa.Integer()),
+        ("pool_busy", sa.Integer()),
+        ("stalls_dropped_agent", sa.BigInteger()),
+        ("stalls_dropped_server", sa.BigInteger()),
+        ("stall_window_at", UTCDateTime()),
+        ("stall_window_count", sa.Integer()),
+    ]
+    preparer = conn.dialect.identifier_preparer
+    for name, type_ in columns:
+        ddl = type_.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE agents ADD COLUMN {preparer.quote(name)} {ddl}")
+    meta = sa.MetaData()
+    sa.Table(
+        "stalls",
+        meta,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("agent_id", sa.String(64), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("app_name", sa.String(200)),
+        sa.Column("session_id", sa.String(128)),
+        sa.Column("function", sa.String(200)),
+        sa.Column("started_at", UTCDateTime(), nullable=False),
+        sa.Column("duration_s", sa.Float(), nullable=False),
+        sa.Column("final", sa.Boolean(), nullable=False),
+        sa.Column("stack", sa.JSON(), nullable=False),
+        sa.Column("received_at", UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("agent_id", "seq", name="uq_stalls_agent_seq"),
+        sa.Index("ix_stalls_started", "started_at"),
+        sa.Index("ix_stalls_session", "session_id"),
+    ).create(conn)
+
+
 def _v8_session_cost(conn: sa.Connection) -> None:
     """What each session costs (one JSON document per session, as its agent last measured it) and what ended
     sessions left running (a JSON list per agent)."""
@@ -174,8 +219,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "agents and their command queue", _v4_agents),
     Migration(5, "browser liveness columns and the change stamp", _v5_liveness),
     Migration(6, "partial index of pending kills", _v6_pending_kills),
-    # Numbered 8 once the stalls branch's 7 (agents' loop health, stalls) is merged before it.
-    Migration(7, "session cost and leftovers", _v8_session_cost),
+    Migration(7, "loop health of agents and their stalls", _v7_loop_health),
+    Migration(8, "session cost and leftovers", _v8_session_cost),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -98,6 +98,42 @@ class AgentRow(Base):
     exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # v8: what its ended sessions left running (``protocol.Leftover`` objects)
     leftovers: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON(none_as_null=True))
+    # v7: the latest loop health, and the stall counters
+    loop_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    loop_interval_s: Mapped[float | None] = mapped_column(sa.Float())
+    loop_probes: Mapped[int | None] = mapped_column(sa.Integer())
+    loop_lag_p50_ms: Mapped[float | None] = mapped_column(sa.Float())
+    loop_lag_p99_ms: Mapped[float | None] = mapped_column(sa.Float())
+    loop_lag_max_ms: Mapped[float | None] = mapped_column(sa.Float())
+    loop_busy: Mapped[float | None] = mapped_column(sa.Float())
+    pool_size: Mapped[int | None] = mapped_column(sa.Integer())
+    pool_queue: Mapped[int | None] = mapped_column(sa.Integer())
+    pool_busy: Mapped[int | None] = mapped_column(sa.Integer())
+    stalls_dropped_agent: Mapped[int | None] = mapped_column(sa.BigInteger())
+    stalls_dropped_server: Mapped[int | None] = mapped_column(sa.BigInteger())
+    stall_window_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stall_window_count: Mapped[int | None] = mapped_column(sa.Integer())
+
+
+class StallRow(Base):
+    """The IOLoop of an agent's process blocked: for how long, in which session's work, with which stack."""
+
+    __tablename__ = "stalls"
+    __table_args__ = (sa.UniqueConstraint("agent_id", "seq", name="uq_stalls_agent_seq"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(64))
+    seq: Mapped[int] = mapped_column(sa.BigInteger())
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int] = mapped_column(sa.Integer())
+    app_name: Mapped[str | None] = mapped_column(sa.String(200))
+    session_id: Mapped[str | None] = mapped_column(sa.String(128))
+    function: Mapped[str | None] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    duration_s: Mapped[float] = mapped_column(sa.Float())
+    final: Mapped[bool] = mapped_column(sa.Boolean())
+    stack: Mapped[list[Any]] = mapped_column(sa.JSON())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class CommandRow(Base):
@@ -118,3 +154,4 @@ sessions: sa.Table = SessionRow.__table__  # type: ignore[assignment]
 audit_log: sa.Table = AuditRow.__table__  # type: ignore[assignment]
 agents: sa.Table = AgentRow.__table__  # type: ignore[assignment]
 commands: sa.Table = CommandRow.__table__  # type: ignore[assignment]
+stalls: sa.Table = StallRow.__table__  # type: ignore[assignment]

@@ -279,3 +279,76 @@ async def test_a_goodbye_from_one_of_two_websockets_ends_nothing(watched: Any) -
     assert events.kinds() == ["first"]
     second.close(1001)
     await eventually(lambda: events.kinds() == ["first", "end:browser_lost"])
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.pings = 0
+        self.closed: tuple[int, str] | None = None
+
+    def on_pong(self, data: bytes) -> None:
+        pass
+
+    def ping(self, data: bytes) -> None:
+        self.pings += 1
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+class _Connection:
+    def __init__(self, socket: _Socket) -> None:
+        self._socket = socket
+
+
+class _Session:
+    def __init__(self) -> None:
+        self._subscribed_connections: set[object] = set()
+
+    def subscribe(self, connection: object) -> None:
+        self._subscribed_connections.add(connection)
+
+    def unsubscribe(self, connection: object) -> None:
+        self._subscribed_connections.discard(connection)
+
+
+async def test_a_blocked_loop_is_not_websocket_silence() -> None:
+    """A sweep delayed by a blocked loop (no pong could be read) does not count the block as silence."""
+    from tornado.ioloop import IOLoop
+
+    from session_monitor.client.liveness import Liveness, LivenessConfig
+
+    now = [1000.0]
+    ended: list[str] = []
+    liveness = Liveness(
+        LivenessConfig(dead_socket_s=8.0),
+        IOLoop.current(),
+        end=lambda sid, reason, message: ended.append(reason),
+        on_disconnect=lambda sid: None,
+        on_reconnect=lambda sid: None,
+        cull=lambda watch, at: None,
+        clock=lambda: now[0],
+    )
+    try:
+        session = _Session()
+        socket = _Socket()
+        connection = _Connection(socket)
+        watch = liveness.watch("s1", session, lambda: None)
+        session.subscribe(connection)
+        watch._subscribed(connection)
+        now[0] += 14.0  # blocked before the first sweep ever ran: 12 s late
+        liveness.sweep()
+        assert socket.closed is None
+        liveness.sweep()
+        now[0] += 2.0
+        liveness.sweep()  # on time
+        now[0] += 12.0  # the loop was blocked for 10 s past the 2 s sweep interval
+        liveness.sweep()
+        assert socket.closed is None and watch.live_connections() == [connection]
+        # A browser that really stopped answering is still found dead, after dead_socket_s of healthy time.
+        for _ in range(4):
+            now[0] += 2.0
+            liveness.sweep()
+        assert socket.closed is not None and socket.closed[0] == 1001
+    finally:
+        liveness.stop()

@@ -384,3 +384,10 @@ async def test_failed_upgrade_leaves_database_as_it_was(db_target: DatabaseTarge
     finally:
         await db.close()
     assert await upgrade(db_target) == list(range(2, migrations.LATEST_VERSION + 1))
+
+
+def test_the_chain_is_v1_to_v8_with_loop_health_before_session_cost() -> None:
+    assert [m.version for m in migrations.MIGRATIONS] == list(range(1, 9)) and migrations.LATEST_VERSION == 8
+    by_version = {m.version: m for m in migrations.MIGRATIONS}
+    assert by_version[7].apply.__name__ == "_v7_loop_health"
+    assert by_version[8].apply.__name__ == "_v8_session_cost"

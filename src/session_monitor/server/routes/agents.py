@@ -8,10 +8,19 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from session_monitor.protocol import AGENT_ID_PATTERN, INT32_MAX, AgentList, CommandBatch, SyncRequest, SyncResponse
-from session_monitor.server.deps import AdminDep, AgentStoreDep, ClientDep, HubDep, MetricsDep, SettingsDep
+from session_monitor.server.deps import (
+    AdminDep,
+    AgentStoreDep,
+    ClientDep,
+    HubDep,
+    MetricsDep,
+    SettingsDep,
+    StallStoreDep,
+)
 from session_monitor.server.errors import READ_ADMIN, READ_CLIENT, WRITE_CLIENT
 from session_monitor.server.lost import LossWatchDep
 from session_monitor.server.routes._common import JSONBytes, SingleValuedQuery
+from session_monitor.server.routes.stalls import record_stalls
 
 router = APIRouter(tags=["agents"], dependencies=[SingleValuedQuery])
 
@@ -28,6 +37,7 @@ async def sync(
     agent_id: AgentIdPath,
     body: SyncRequest,
     agent_store: AgentStoreDep,
+    stall_store: StallStoreDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     loss: LossWatchDep,
@@ -37,18 +47,25 @@ async def sync(
 
     The answer carries the kills still pending for the agent's sessions (the fallback if a long-poll missed
     one) and ``resync: true`` when the server did not know the agent: the agent then sends a full sync.
+    Stalls are stored after the sync, apart: ones over the agent's rate are refused (``stalls_refused``,
+    ``stalls_error``) and the sync stands.
     """
     result = await agent_store.sync(agent_id, body)
     loss.back(agent_id)
     metrics.heartbeats.inc()
     for end in body.ended:
         metrics.sessions_ended.labels(end.reason).inc()
+    if body.agent.loop is not None:
+        metrics.loop.lag.add(body.agent.host, body.agent.pid, body.agent.loop)
+    outcome = await record_stalls(stall_store, metrics, agent_id, body)
     return JSONBytes(
         {
             "resync": result.resync,
             "commands": result.commands,
             "sync_interval_s": settings.sync_interval_s,
             "server_time": agent_store.store.clock(),
+            "stalls_refused": outcome.refused,
+            "stalls_error": outcome.error,
         }
     )
 

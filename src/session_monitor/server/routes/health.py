@@ -54,7 +54,9 @@ async def healthz(store: StoreDep, request: Request) -> JSONBytes:
     },
 )
 async def metrics(store: StoreDep, agent_store: AgentStoreDep, m: MetricsDep, _: MetricsReaderDep) -> Response:
-    """Live sessions by app and state, kills, ends by reason, leftovers of ended sessions, request latency."""
+    """Live sessions by app and state, kills, ends by reason, leftovers of ended sessions, request latency, loop
+    lag and stalls per process."""
     m.set_live_counts(await store.count_live())
     m.set_leftovers(await agent_store.count_leftovers())
+    m.loop.set_live(await agent_store.list_agents())
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
