@@ -104,3 +104,13 @@ def test_no_import_cycle_in_src() -> None:
 def test_the_panel_integration_never_imports_the_tracker(module: str) -> None:
     names = module_names(SRC)
     assert "session_monitor.client.tracker" not in imported_modules(module, names[module], set(names))
+
+
+MAX_MODULE_LINES = 400
+"""Modules stay under about 400 lines, each with one reason to change (CONVENTIONS.md)."""
+
+
+def test_no_module_in_src_is_over_400_lines() -> None:
+    sizes = {path.relative_to(SRC).as_posix(): len(path.read_text().splitlines()) for path in SRC.rglob("*.py")}
+    assert len(sizes) > 50  # the whole package was read
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}

@@ -47,34 +47,19 @@ from session_monitor.client.sessions import (
     SessionRecord,
     SessionTable,
 )
-from session_monitor.protocol import KILL
 
 if TYPE_CHECKING:
     from session_monitor.client.usage import Usage
 
 logger = logging.getLogger(__name__)
 
-TIMINGS_EVERY_S = 1.0
-"""Between full cost measurements, how often a session's timing is looked at (sent if it grew by
-:data:`~session_monitor.client.sessions.TIMING_CHANGE_S`): a blocking callback shows within a second or so."""
-
 EXIT_SYNC_TIMEOUT_S = 3.0
 """How long process exit waits for the last sync (sessions ended as ``process_exit``)."""
 
 __all__ = [
-    "EXIT_SYNC_TIMEOUT_S",
-    "MAX_PENDING_ENDS",
-    "MAX_REMEMBERED_KILLS",
-    "Agent",
-    "KillHandler",
-    "SessionRecord",
-    "current_agent",
-    "get_agent",
-    "on_exit",
-    "redacted_command",
-    "reset",
-    "server_unreachable",
-]
+    "EXIT_SYNC_TIMEOUT_S", "MAX_PENDING_ENDS", "MAX_REMEMBERED_KILLS", "Agent", "KillHandler", "SessionRecord",
+    "current_agent", "get_agent", "on_exit", "redacted_command", "reset", "server_unreachable",
+]  # fmt: skip
 
 
 class Agent:
@@ -104,9 +89,6 @@ class Agent:
         """Successful syncs so far (for tests and benchmarks)."""
         self.usage: Usage | None = None
         """What the sessions cost and what ended ones left running (set by the Panel integration, :meth:`use`)."""
-        self._costs_at = float("-inf")
-        self._timings_at = float("-inf")
-        self._leftovers_at = float("-inf")
 
     # -- any thread: record and enqueue only ------------------------------------------------------
 
@@ -248,21 +230,10 @@ class Agent:
             self._wake.clear()
 
     async def _measure(self, now: float, due: bool) -> None:
-        """Refresh the sessions' cost: every field once per sync interval, timings at most every second."""
-        usage = self.usage
-        assert usage is not None
+        """Refresh the sessions' cost (:meth:`Usage.refresh`); a failure is logged, never raised."""
+        assert self.usage is not None
         try:
-            if due or now - self._costs_at >= self._sync_interval_s:
-                self._costs_at = self._timings_at = now
-                ids = list(self.sessions.records)
-                self.sessions.apply_costs(await asyncio.to_thread(usage.costs, ids))
-            elif now - self._timings_at >= TIMINGS_EVERY_S:
-                self._timings_at = now
-                self.sessions.apply_costs(usage.timings(list(self.sessions.records)), timings_only=True)
-            if now - self._leftovers_at >= TIMINGS_EVERY_S:
-                self._leftovers_at = now
-                if usage.leftovers.check():
-                    self.sessions.facts_changed = True
+            await self.usage.refresh(self.sessions, now, due=due, interval_s=self._sync_interval_s)
         except Exception:
             logger.exception("agent %s: measuring the sessions' cost failed", self.agent_id)
 
@@ -307,7 +278,7 @@ class Agent:
         if isinstance(interval, int | float) and interval > 0 and not self.config.sync_interval_from_env:
             self._sync_interval_s = float(interval)
         for command in data.get("commands", ()):
-            self._dispatch(command)
+            self.sessions.dispatch(command)
         if self.sessions.full and self._wake is not None:
             self._wake.set()
 
@@ -335,26 +306,7 @@ class Agent:
                 continue
             self._cursor = cursor
             for command in found:
-                self._dispatch(command)
-
-    def _dispatch(self, command: Any) -> None:
-        if not isinstance(command, dict):
-            logger.warning("agent %s: malformed command %r ignored", self.agent_id, command)
-            return
-        kind, session_id = command.get("kind"), command.get("session_id")
-        if kind != KILL:
-            logger.warning("agent %s: unknown command kind %r ignored", self.agent_id, kind)
-            return
-        if not isinstance(session_id, str):
-            return
-        self.remember_kill(session_id)
-        handler = self.sessions.handlers.get(session_id)
-        if handler is None:
-            return  # not ours any more (ended, or a copy in another process)
-        try:
-            handler(command.get("reason"))
-        except Exception:
-            logger.exception("session %s: kill handler failed", session_id)
+                self.sessions.dispatch(command)
 
     async def _final_sync(self, exiting: bool) -> None:
         async with self._sync_lock:  # after a sync in flight, not beside it
@@ -380,8 +332,7 @@ class Agent:
     def _fail_over(self, failed_url: str, exc: BaseException) -> bool:
         """After a request to ``failed_url`` failed: move both loops to the next URL if the server is unreachable.
 
-        Returns whether the agent now talks to another URL than ``failed_url``. Only the loop that sees the
-        failure first moves (the other finds the URL already changed), so one outage is one step.
+        Returns whether the agent now talks to another URL than ``failed_url`` (one outage is one step).
         """
         if not self._urls.can_fail_over(exc):
             return False
@@ -389,13 +340,9 @@ class Agent:
             self.sessions.resync()  # whatever the old replica missed (an end, a status), the new one gets it all
             if self._client is not None:
                 self._client.base_url = httpx.URL(self.server_url)
-            logger.warning(
-                "agent %s: server %s unreachable (%s); moving to %s",
-                self.agent_id,
-                failed_url,
-                exc or type(exc).__name__,
-                self.server_url,
-            )
+            reason = exc or type(exc).__name__
+            logger.warning("agent %s: server %s unreachable (%s); moving to %s", self.agent_id, failed_url, reason,
+                           self.server_url)  # fmt: skip
         return True
 
 

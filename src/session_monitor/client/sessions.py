@@ -7,6 +7,7 @@ sync and, depending on the answer, acknowledges it or puts it back.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from session_monitor.client import cost
+from session_monitor.protocol import KILL
+
+logger = logging.getLogger("session_monitor.client.agent")  # command handling is the agent's: one logger
 
 KillHandler = Callable[[str | None], None]
 """Called on the agent thread with the kill reason; must only schedule work, never block."""
@@ -153,6 +157,26 @@ class SessionTable:
             self.killed[session_id] = None
             while len(self.killed) > MAX_REMEMBERED_KILLS:
                 self.killed.popitem(last=False)
+
+    def dispatch(self, command: Any) -> None:
+        """Carry out a command from the server (a kill: remembered, then the session's handler); others logged."""
+        if not isinstance(command, dict):
+            logger.warning("malformed command %r ignored", command)
+            return
+        kind, session_id = command.get("kind"), command.get("session_id")
+        if kind != KILL:
+            logger.warning("unknown command kind %r ignored", kind)
+            return
+        if not isinstance(session_id, str):
+            return
+        self.remember_kill(session_id)
+        handler = self.handlers.get(session_id)
+        if handler is None:
+            return  # not ours any more (ended, or a copy in another process)
+        try:
+            handler(command.get("reason"))
+        except Exception:
+            logger.exception("session %s: kill handler failed", session_id)
 
     def begin_exit(self) -> None:
         with self.lock:

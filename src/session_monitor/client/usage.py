@@ -9,15 +9,23 @@ from each document's ``session_callbacks``; pool jobs from the executor jobs in 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bokeh.server.callbacks import PeriodicCallback
 
 from session_monitor.client import cost, dispatch, threads
 from session_monitor.client.docsize import Sizer
 from session_monitor.client.leftovers import LeftoverWatch
+
+if TYPE_CHECKING:
+    from session_monitor.client.sessions import SessionTable
+
+TIMINGS_EVERY_S = 1.0
+"""Between full cost measurements, how often a session's timing is looked at (sent if it grew by
+:data:`~session_monitor.client.sessions.TIMING_CHANGE_S`): a blocking callback shows within a second or so."""
 
 TIMING_FIELDS = ("loop_seconds_total", "loop_seconds_1m", "pool_thread_seconds", "callbacks_total", "slowest_callback")
 
@@ -69,6 +77,24 @@ class Usage:
     def __init__(self) -> None:
         self.sizer = Sizer()
         self.leftovers = LeftoverWatch(periodic_callbacks, pool_jobs)
+        self._costs_at = float("-inf")
+        self._timings_at = float("-inf")
+        self._leftovers_at = float("-inf")
+
+    async def refresh(self, sessions: SessionTable, now: float, *, due: bool, interval_s: float) -> None:
+        """On the agent's loop: every cost field once per sync interval (off the loop), timings at most every
+        second, leftovers every second (``sessions.facts_changed`` when they changed)."""
+        if due or now - self._costs_at >= interval_s:
+            self._costs_at = self._timings_at = now
+            ids = list(sessions.records)
+            sessions.apply_costs(await asyncio.to_thread(self.costs, ids))
+        elif now - self._timings_at >= TIMINGS_EVERY_S:
+            self._timings_at = now
+            sessions.apply_costs(self.timings(list(sessions.records)), timings_only=True)
+        if now - self._leftovers_at >= TIMINGS_EVERY_S:
+            self._leftovers_at = now
+            if self.leftovers.check():
+                sessions.facts_changed = True
 
     def timings(self, session_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The timing fields only, of the sessions that have a meter (cheap: no document is read)."""
