@@ -112,8 +112,24 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Replica wake-ups / s", ((f"sum(rate(session_monitor_replica_wakeups_total[{RATE}]))", "wake-ups"),),
               unit="ops", width=5, description="Agents' long-polls woken by another replica's kill (PostgreSQL)."),
     )),
+    ("Panel processes: loop health and stalls", (
+        Panel("Loop lag p99 by process", ((
+            f"histogram_quantile(0.99, sum by (le, host, pid) (rate(session_monitor_loop_lag_seconds_bucket[{RATE}])))",
+            "{{host}}:{{pid}}"),), unit="s", width=8,
+              description="How late a probe scheduled every 100 ms on each Panel process's IOLoop ran."),
+        Panel("Loop busy share by process", (
+            ("max by (host, pid) (session_monitor_loop_busy_ratio)", "{{host}}:{{pid}}"),), unit="percentunit",
+              width=8),
+        Panel("Loop stalls / s by process", (
+            (f"sum by (host, pid) (rate(session_monitor_loop_stalls_total[{RATE}]))", "{{host}}:{{pid}}"),
+            (f"sum(rate(session_monitor_loop_stalls_dropped_total[{RATE}]))", "dropped"),), unit="ops", width=8,
+              description="A stall: the loop did not run its probe for SESSION_MONITOR_STALL_S (see GET /stalls)."),
+        Panel("Panel thread pool: queued and busy", (
+            ("max by (host, pid) (session_monitor_pool_queue_depth)", "{{host}}:{{pid}} queued"),
+            ("max by (host, pid) (session_monitor_pool_busy_threads)", "{{host}}:{{pid}} busy"),), width=24),
+    )),
 )  # fmt: skip
-"""The dashboard, row by row. The loop-lag/stall panels go in a row of their own here once the server exports them."""
+"""The dashboard, row by row."""
 
 
 ALERTS: tuple[dict[str, Any], ...] = (
@@ -163,8 +179,18 @@ ALERTS: tuple[dict[str, Any], ...] = (
             "(database unavailable? see /healthz and the server log).",
         },
     },
+    {
+        "alert": "SessionMonitorLoopStalls",
+        "expr": "sum by (host, pid) (increase(session_monitor_loop_stalls_total[10m])) >= 3",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "The IOLoop of Panel process {{ $labels.host }}:{{ $labels.pid }} keeps stalling",
+            "description": "{{ $value }} stalls in 10 minutes: one session's callback blocks every session of "
+            "that process (GET /stalls or the dashboard's Stalls tab names the session and its stack).",
+        },
+    },
 )
-"""Alert rules. Loop stalls (``session_monitor_loop_stalls_total``) get an entry here once the server exports them."""
+"""Alert rules."""
 
 
 def target(expr: str, legend: str, ref_id: str) -> prom_b.Dataquery:

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from session_monitor import defaults
 from session_monitor.cli import main as cli_main
-from session_monitor.client import liveness
+from session_monitor.client import liveness, stalls
 from session_monitor.pool import jobs
 from session_monitor.server import Settings, create_app
 
@@ -50,6 +50,8 @@ CLIENT: dict[str, tuple[Callable[[], object], str]] = {
                                        "`app=seconds,...` per app."),
     "SESSION_MONITOR_MAX_SESSION_AGE_S": (lambda: None, "Liveness: end sessions older than this; seconds, or "
                                           "`app=seconds,...` per app."),
+    "SESSION_MONITOR_STALL_S": (lambda: stalls.STALL_S, "Loop health: the IOLoop counts as stalled once its "
+                                "100 ms probe is this late; the watchdog then takes the loop thread's stack."),
     "SESSION_MONITOR_POOL_SIZE": (lambda: "max(2, CPUs)", "Pool: worker processes per Panel process."),
     "SESSION_MONITOR_POOL_GRACE_S": (lambda: jobs.DEFAULT_GRACE_S, "Pool: how long a cancelled job may finish."),
     "SESSION_MONITOR_POOL_KILL_AFTER_S": (lambda: jobs.DEFAULT_KILL_AFTER_S, "Pool: a worker that ignores the "

@@ -23,7 +23,9 @@ from grafana_foundation_sdk.models import prometheus as prom_m
 from prometheus_client.parser import text_string_to_metric_families
 
 from session_monitor.server import Settings, create_app
+from tests.conftest import FakeClock
 from tests.helpers import serve_in_thread
+from tests.integration.test_stalls import loop_health, stall, sync_body
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -81,6 +83,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
         client.post("/apps/b/kill-all").raise_for_status()
         client.get("/sessions/does-not-exist")  # a 404 series
         client.post("/agents/a1/sync", json={})  # a 422 series of the sync route
+        # An agent's loop health and one stall: the loop-lag, busy, pool and stall series.
+        clock = FakeClock()
+        body = sync_body(clock, stalls=[stall(clock, 1)], loop=loop_health())
+        client.post("/agents/agent-metrics-1/sync", json=body).raise_for_status()
         text = client.get("/metrics").text
     samples: dict[str, tuple[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
