@@ -31,7 +31,7 @@ STALLS_LIMIT = 500
 FULL_REFRESH_S = 30.0
 """The list is fetched again at least this often (each second only the newest stall is looked at)."""
 
-_LOOP_AT = AGENT_COLUMNS.index("RSS") + 1
+_LOOP_AT = AGENT_COLUMNS.index("Last seen") + 1  # after what an operator reads first: fits a 1500 px screen
 AGENT_LOOP_COLUMNS: tuple[str, ...] = (
     *AGENT_COLUMNS[:_LOOP_AT], "Lag p99", "Lag max", "Busy", "Pool queue", *AGENT_COLUMNS[_LOOP_AT:],
 )  # fmt: skip
