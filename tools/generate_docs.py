@@ -52,12 +52,23 @@ CLIENT: dict[str, tuple[Callable[[], object], str]] = {
                                           "`app=seconds,...` per app."),
     "SESSION_MONITOR_STALL_S": (lambda: stalls.STALL_S, "Loop health: the IOLoop counts as stalled once its "
                                 "100 ms probe is this late; the watchdog then takes the loop thread's stack."),
+    "SESSION_MONITOR_READY_PORT": (lambda: None, "Load balancers: the Panel process's readiness port (HTTP "
+                                   "`GET /ready` 200/503 and HAProxy agent-check `ready`/`drain`); off when unset."),
+    "SESSION_MONITOR_READY_ADDRESS": (lambda: "127.0.0.1", "Load balancers: the address the readiness port "
+                                      "listens on."),
+    "SESSION_MONITOR_CONFIG_CACHE_DIR": (lambda: "$XDG_CACHE_HOME/session-monitor/config", "Shared config: where "
+                                         "each Panel process keeps its copy of the values on disk (`off`: none); "
+                                         "default `~/.cache/session-monitor/config` without XDG_CACHE_HOME."),
     "SESSION_MONITOR_POOL_SIZE": (lambda: "max(2, CPUs)", "Pool: worker processes per Panel process."),
     "SESSION_MONITOR_POOL_GRACE_S": (lambda: jobs.DEFAULT_GRACE_S, "Pool: how long a cancelled job may finish."),
     "SESSION_MONITOR_POOL_KILL_AFTER_S": (lambda: jobs.DEFAULT_KILL_AFTER_S, "Pool: a worker that ignores the "
                                           "cancel is killed after this long."),
-    "SESSION_MONITOR_DASHBOARD_USERS": (lambda: None, "Dashboard login: JSON `{\"name\": \"password\"}`, or the "
-                                        "path of such a file."),
+    "SESSION_MONITOR_DASHBOARD_USERS": (lambda: None, "Dashboard login: JSON `{\"name\": \"password\"}` "
+                                        "(or `{\"password\", \"role\", \"apps\"}` per name), or the path of such "
+                                        "a file."),
+    "SESSION_MONITOR_DASHBOARD_ROLES": (lambda: None, "Dashboard roles: JSON `{users, claim, claims, default}` "
+                                        "mapping signed-in users (names, or an OAuth claim) to viewer, operator "
+                                        "(apps) or admin; see the Dashboard page."),
     "SESSION_MONITOR_DASHBOARD_PASSWORD": (lambda: None, "Dashboard login: one shared password, any name (the name "
                                            "is the actor in the audit log)."),
     "SESSION_MONITOR_DASHBOARD_COOKIE_SECRET": (lambda: "random per start", "Dashboard: signs the login cookie; set "
@@ -178,15 +189,33 @@ def _schema_name(schema: dict[str, Any] | None) -> str:
     return f"`{schema.get('type', 'object')}`"
 
 
+ROLES_NOTE = (
+    "Role: what a caller needs once tokens are set (each operation's `x-session-monitor-access`): `public`, "
+    "`client` (the client token or an admin token), `viewer`, `operator`, `admin`; *of its app*: an operator "
+    "limited to apps may act on its own apps only; *or client*: the client token also passes; *open_reads*: "
+    "`SESSION_MONITOR_OPEN_READS` opens it.\n\n"
+)
+
+
+def _role(op: dict[str, Any]) -> str:
+    access = op.get("x-session-monitor-access") or {}
+    words = [str(access.get("role", "?"))]
+    words += ["of its app"] if access.get("per_app") else []
+    words += ["or client"] if access.get("client_token") else []
+    words += ["(open_reads)"] if access.get("open_reads") else []
+    return " ".join(words)
+
+
 def rest_page() -> str:
     with tempfile.TemporaryDirectory() as folder:  # create_app opens nothing until it starts; a path is still needed
         spec = create_app(Settings(database_url=f"sqlite:///{folder}/unused.sqlite3")).openapi()
     out = [HEADER, "# REST reference\n\n", spec["info"].get("description", "").strip(), "\n\n"]
     out.append("The live schema is served at `/openapi.json`, with interactive docs at `/docs`.\n\n")
-    out.append("| Method | Path | Summary |\n|---|---|---|\n")
+    out.append(ROLES_NOTE)
+    out.append("| Method | Path | Role | Summary |\n|---|---|---|---|\n")
     operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
     for path, method, op in operations:
-        out.append(f"| `{method.upper()}` | `{path}` | {_cell(op.get('summary'))} |\n")
+        out.append(f"| `{method.upper()}` | `{path}` | {_role(op)} | {_cell(op.get('summary'))} |\n")
     for path, method, op in operations:
         out.append(f"\n## `{method.upper()} {path}`\n\n**{_cell(op.get('summary'))}**")
         tags = ", ".join(op.get("tags", []))

@@ -13,23 +13,32 @@ from __future__ import annotations
 import typing
 
 from session_monitor._version import __version__
-from session_monitor.errors import ConfigError, ServerUnavailable, SessionMonitorError, SessionNotFound
+from session_monitor.errors import (
+    ConfigConflict,
+    ConfigError,
+    ServerUnavailable,
+    SessionMonitorError,
+    SessionNotFound,
+)
 
 if typing.TYPE_CHECKING:
-    from session_monitor.client import ClientConfig, SessionClient, get_agent
+    from session_monitor.client import ClientConfig, SessionClient, SharedConfig, get_agent, shared_config
 
 __all__ = [
     "ClientConfig",
+    "ConfigConflict",
     "ConfigError",
     "ServerUnavailable",
     "SessionClient",
     "SessionMonitorError",
     "SessionNotFound",
+    "SharedConfig",
     "__version__",
     "get_agent",
+    "shared_config",
 ]
 
-_FROM_CLIENT = frozenset({"ClientConfig", "SessionClient", "get_agent"})
+_FROM_CLIENT = frozenset({"ClientConfig", "SessionClient", "SharedConfig", "get_agent", "shared_config"})
 
 
 def __getattr__(name: str) -> typing.Any:

@@ -60,6 +60,15 @@ LONG_POLL_S = 25.0
 CLEANUP_OLDER_THAN_MINUTES = 10
 """Default of ``DELETE /sessions/stale?older_than_minutes=`` (the prototype's)."""
 
+DRAIN_DEADLINE_S = 600.0
+"""A drain's deadline when none is given (10 minutes): then the drained process's sessions end as ``drained``."""
+
+DRAIN_MESSAGE = "This server is going down for maintenance: save your work and reload the page to continue."
+"""What a drained process's users read above the countdown when the operator gave no message."""
+
+RESTART_MESSAGE = "This server is restarting: reload the page in a moment to continue."
+"""What the open pages of a ``panel serve`` that got SIGTERM show as their websockets close."""
+
 HTTP_TIMEOUT_S = 10.0
 """Timeout of one CLI request to the server."""
 
@@ -67,3 +76,9 @@ SERVER_KEEP_ALIVE_S = 65.0
 """How long the server keeps an idle HTTP connection open. Longer than clients keep theirs (httpx: 5 s), so a
 client never sends a request on a connection the server is closing at that moment (uvicorn's 5 s default made
 the two expire together: "Server disconnected without sending a response")."""
+
+CONFIG_HISTORY_RETENTION_S = 90 * 24 * 3600.0
+"""Shared-config versions are kept this long (the current version of a key always)."""
+
+CONFIG_HISTORY_VERSIONS = 1000
+"""Most versions kept per shared-config key."""

@@ -9,8 +9,11 @@ Hierarchy (callers branch on these)::
     │   └── AuthError                   the server refused our credentials (401/403)
     ├── SessionNotFound                 no live session with that id
     │   └── SessionEnded                the session existed but has ended
+    ├── ProcessNotFound (also LookupError)  no live Panel process matches a drain target
     ├── JobCancelled                    a pool job was cancelled (its session ended, Cancel, pool shut down)
-    └── JobFailed                       a pool job's worker died, or its result could not be pickled
+    ├── JobFailed                       a pool job's worker died, or its result could not be pickled
+    ├── ConfigConflict                  a shared-config write expected another version (``current_value``/``_version``)
+    └── ConfigNotFound                  no such shared-config key, or no such version of it (a revert)
 
 Outside the tree, on purpose: ``session_monitor.pool.JobInterrupted`` is raised *into* a pool job's own code
 to stop it (a ``BaseException``, like ``KeyboardInterrupt``), never to a caller; a misuse (a cancel token used
@@ -81,3 +84,43 @@ class JobCancelled(SessionMonitorError):
 
 class JobFailed(SessionMonitorError):
     """The job could not run or report: its worker died, or its exception or result could not be pickled."""
+
+
+class ProcessNotFound(SessionMonitorError, LookupError):
+    """No live Panel process matches the target (``host:pid``, a host, or an app's processes)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(f"no live Panel process for {target}")
+
+
+class ConfigConflict(SessionMonitorError):
+    """A shared-config write expected another version than the stored one (compare-and-set lost).
+
+    ``current_version`` and ``current_value`` are what is stored now (version 0 and ``None``: the key does not
+    exist); retry from them, or use ``update()``, which does.
+    """
+
+    def __init__(
+        self, app: str, key: str, expected_version: int | None, current_version: int, current_value: object
+    ) -> None:
+        self.app = app
+        self.key = key
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.current_value = current_value
+        super().__init__(
+            f"config {app!r}/{key!r}: expected version {expected_version}, but version {current_version} is stored"
+        )
+
+
+class ConfigNotFound(SessionMonitorError):
+    """No shared-config key by this name (``version`` None), or no such version of it in its history."""
+
+    def __init__(self, app: str, key: str, version: int | None = None, current_version: int = 0) -> None:
+        self.app = app
+        self.key = key
+        self.version = version
+        self.current_version = current_version
+        what = f"version {version} of config {app!r}/{key!r}" if version is not None else f"config {app!r}/{key!r}"
+        super().__init__(f"{what} not found")

@@ -45,6 +45,8 @@ WEBSOCKET_RECORDER = """
 """Init script: records, in the page, when each websocket opened and closed (epoch ms, with code and reason)."""
 
 PANEL_START_TIMEOUT_S = 60.0
+MONITOR_START_TIMEOUT_S = 90.0
+"""A loaded machine (CI, or several test runs at once) took over 30 s to start the monitor server."""
 
 
 def read_websocket_events(page: Page) -> dict[str, list[Any]]:
@@ -63,10 +65,10 @@ class Monitor:
         self.url = self.process.url
         self.http = httpx.Client(base_url=self.url, timeout=10.0, event_hooks={"request": [self._ready]})
         self._starting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-start")
-        self._started: Future[ServerProcess] = self._starting.submit(self.process.start)
+        self._started: Future[ServerProcess] = self._starting.submit(self.process.start, MONITOR_START_TIMEOUT_S)
 
     def wait_ready(self) -> Monitor:
-        self._started.result(timeout=60)
+        self._started.result(timeout=MONITOR_START_TIMEOUT_S + 30)
         return self
 
     def _ready(self, _request: httpx.Request) -> None:
@@ -102,7 +104,7 @@ class Monitor:
     def close(self) -> None:
         self.http.close()
         try:
-            self._started.result(timeout=60)
+            self._started.result(timeout=MONITOR_START_TIMEOUT_S + 30)
         finally:
             self._starting.shutdown()
             self.process.stop()
@@ -229,6 +231,28 @@ def panel_server(monitor: Monitor, markers_dir: Path, tmp_path: Path) -> Iterato
         started.append(server)
         monitor.wait_ready()
         return server.wait_ready()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_panel_server(
+    monitor: Monitor, markers_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., PanelServer]]:
+    """:func:`panel_server` for a whole module: the servers started are stopped when the module is done."""
+    started: list[PanelServer] = []
+    folder = tmp_path_factory.mktemp("panels")
+
+    def start(*apps: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> PanelServer:
+        monitor.wait_ready()  # first: on a loaded machine, starting beside Panel servers can take it over a minute
+        log_path = folder / f"panel-{len(started)}.log"
+        server = PanelServer(apps, monitor.url, markers_dir, log_path, args=args, env=env)
+        started.append(server)
+        return server
 
     try:
         yield start

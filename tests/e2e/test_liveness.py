@@ -353,8 +353,9 @@ def test_a_cut_connection_ends_after_the_grace_and_greys_the_page(
     wait_until(lambda: sid in ids_of(monitor, "untracked"), timeout_s=WAIT_S)
     field = page.get_by_role("textbox")
     expect(field).to_be_enabled()
-    # The browser component comes with the first websocket, just after the page: it is what greys the page.
-    page.locator(".sm-browser").first.wait_for(state="attached")
+    # The browser component comes with the first websocket, just after the page: it is what greys the page. Its
+    # host element is there before its module has run and put its handlers on: wait for the class it sets then.
+    page.locator(".sm-browser-ready").first.wait_for(state="attached")
 
     assert relayed.cut() >= 1
     cut_at = time.monotonic()

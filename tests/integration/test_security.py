@@ -221,10 +221,12 @@ async def test_tokens_never_logged_nor_echoed(
     monkeypatch.setattr(logging.getLogger("session_monitor"), "propagate", True)
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="session_monitor")
-    secrets = (ADMIN, CLIENT, WRONG, ADMIN[:-1], CLIENT + "x")
-    settings = db_target.settings(admin_token=ADMIN, client_token=CLIENT)
-    for text in (repr(settings), str(settings), settings.model_dump_json()):
-        assert ADMIN not in text and CLIENT not in text
+    viewer, operator = "named-viewer-secret-9c1e5b2d", "named-operator-secret-5b2d7f3a"
+    secrets = (ADMIN, CLIENT, WRONG, ADMIN[:-1], CLIENT + "x", viewer, operator, operator[:-1])
+    named = {"vic": {"token": viewer, "role": "viewer"}, "opal": {"token": operator, "role": "operator", "apps": ["x"]}}
+    settings = db_target.settings(admin_token=ADMIN, client_token=CLIENT, tokens=named)
+    for text in (repr(settings), str(settings), settings.model_dump_json(), repr(settings.token_table.grants)):
+        assert not [secret for secret in (ADMIN, CLIENT, viewer, operator) if secret in text]
     echoed: list[str] = []
     async with serving(settings) as (_, client):
         sid = await register(client)

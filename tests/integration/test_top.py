@@ -90,7 +90,8 @@ def test_top_fetch_fails_clearly_when_the_server_is_down() -> None:
         top.api_fetch("http://127.0.0.1:9", None, timeout_s=1.0)()
 
 
-def _read_until(fd: int, needle: str, seen: list[str], timeout_s: float = 20.0) -> str:
+def _read_until(fd: int, needle: str, seen: list[str], timeout_s: float = 20.0, *, then: tuple[str, ...] = ()) -> str:
+    """Read the terminal until ``needle`` shows, followed by every one of ``then`` (a frame can arrive in pieces)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.2)
@@ -100,7 +101,7 @@ def _read_until(fd: int, needle: str, seen: list[str], timeout_s: float = 20.0) 
             except OSError:
                 break
             text = "".join(seen)
-            if needle in text:
+            if needle in text and all(part in text[text.index(needle) :] for part in then):
                 return text
     raise AssertionError(f"{needle!r} not shown within {timeout_s} s; output: {''.join(seen)[-2000:]!r}")
 
@@ -122,7 +123,7 @@ def test_top_in_a_terminal_redraws_resorts_on_a_key_and_quits(server: str) -> No
         _read_until(leader, "sorted by loop time (1 min)", seen)
         first = len("".join(seen))
         os.write(leader, b"m")
-        text = _read_until(leader, "sorted by document data", seen)
+        text = _read_until(leader, "sorted by document data", seen, then=("holder", "blocker"))
         after = text[first:]
         frame = after[after.index("sorted by document data") :]
         assert frame.index("holder") < frame.index("blocker"), frame

@@ -13,7 +13,7 @@ import click
 
 from session_monitor import defaults
 from session_monitor._version import __version__
-from session_monitor.cli import admin
+from session_monitor.cli import admin, lb_config, maintenance, notices
 from session_monitor.cli import serve as serve_commands
 from session_monitor.cli.options import _fail
 from session_monitor.cli.serve import _dashboard_users
@@ -35,9 +35,15 @@ for _command in (
     serve_commands.dashboard,
     admin.list_sessions,
     admin.top,
-    admin.kill,
-    admin.kill_all,
+    notices.kill,
+    notices.kill_all,
+    notices.pending_kills,
+    notices.cancel_kill,
+    notices.announce,
     admin.cleanup,
+    maintenance.drain,
+    maintenance.undrain,
+    lb_config.lb_config,
 ):
     main.add_command(_command)
 

@@ -1,4 +1,4 @@
-"""The admin commands over HTTP: ``ls``, ``top``, ``kill``, ``kill-all``, ``cleanup``."""
+"""The admin commands over HTTP: ``ls``, ``top``, ``cleanup`` (and the helpers of ``cli/notices``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import click
 import httpx
@@ -128,30 +127,6 @@ def top(url: str, admin_token: str | None, app: str | None, interval_s: float, s
         top_view.print_frame(rows, sort, leftovers=leftovers)
         return
     top_view.run(fetch, interval_s=interval_s, sort=sort)
-
-
-@click.command()
-@URL_OPTION
-@TOKEN_OPTION
-@click.option("--reason", default=None, help="Why; shown to the user and kept in the audit log.")
-@click.argument("session_id")
-def kill(url: str, admin_token: str | None, reason: str | None, session_id: str) -> None:
-    """Kill one session."""
-    body = {"reason": reason} if reason else None
-    _request("POST", url, f"/sessions/{quote(session_id, safe='')}/kill", admin_token, json=body)
-    click.echo(f"kill requested for session {session_id}")
-
-
-@click.command(name="kill-all")
-@URL_OPTION
-@TOKEN_OPTION
-@click.option("--reason", default=None, help="Why; shown to the users and kept in the audit log.")
-@click.argument("app_name")
-def kill_all(url: str, admin_token: str | None, reason: str | None, app_name: str) -> None:
-    """Kill every live session of an app."""
-    body = {"reason": reason} if reason else None
-    data = _request("POST", url, f"/apps/{quote(app_name, safe='')}/kill-all", admin_token, json=body)
-    click.echo(f"kill requested for {data['killed_count']} session(s) of {app_name}")
 
 
 @click.command()

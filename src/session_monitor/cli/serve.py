@@ -65,7 +65,10 @@ def serve(host: str, port: int, database_url: str | None, insecure: bool, dashbo
         settings = Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"SESSION_MONITOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"SESSION_MONITOR_{str(e['loc'][0]).upper()}" + "".join(f"[{p!r}]" for p in e["loc"][1:]) + f": {e['msg']}"
+            if e["loc"]
+            else str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
         )
         _fail(f"invalid setting: {problems}", code=2)
     problem = settings.bind_problem()
@@ -166,21 +169,43 @@ def _stop_child(child: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
 @click.option(
     "--insecure", envvar="SESSION_MONITOR_INSECURE", is_flag=True, help="Allow a non-loopback bind without a login."
 )
+@click.option(
+    "--oauth-provider",
+    envvar="SESSION_MONITOR_DASHBOARD_OAUTH_PROVIDER",
+    default=None,
+    help="Log in through Panel's OAuth (github, google, azure, generic, ...); key, secret and redirect URI from "
+    "Panel's PANEL_OAUTH_KEY, PANEL_OAUTH_SECRET, PANEL_OAUTH_REDIRECT_URI.",
+)
 @click.option("--exit-with-parent", type=int, default=None, hidden=True, help="Exit when this parent process is gone.")
 def dashboard(
-    api_url: str, host: str, port: int, admin_token: str | None, insecure: bool, exit_with_parent: int | None
+    api_url: str,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    insecure: bool,
+    oauth_provider: str | None,
+    exit_with_parent: int | None,
 ) -> None:
-    """Serve the dashboard (sessions, system status, history, audit, plots) over the REST API.
+    """Serve the dashboard (sessions, system status, history, audit, policies, plots) over the REST API.
 
-    Login (Panel's basic auth): SESSION_MONITOR_DASHBOARD_USERS ('{"alice": "secret"}' or the path of such a
-    JSON file) or SESSION_MONITOR_DASHBOARD_PASSWORD (any name, that password). A login is required when the
-    admin token is set, and for a non-loopback bind unless --insecure.
+    Login (Panel's basic auth): SESSION_MONITOR_DASHBOARD_USERS ('{"alice": "secret"}',
+    '{"bob": {"password": "...", "role": "operator", "apps": ["sales"]}}' or the path of such a JSON file) or
+    SESSION_MONITOR_DASHBOARD_PASSWORD (any name, that password); or Panel's OAuth (--oauth-provider). A login is
+    required when the admin token is set, and for a non-loopback bind unless --insecure. Roles of signed-in users:
+    SESSION_MONITOR_DASHBOARD_ROLES (see the docs' Dashboard page).
     """
+    from session_monitor.dashboard.roles import RoleMap, users_file_entries
+    from session_monitor.errors import ConfigError
     from session_monitor.server.settings import is_loopback
 
-    users = _dashboard_users(os.environ.get("SESSION_MONITOR_DASHBOARD_USERS"))
+    entries = _dashboard_users(os.environ.get("SESSION_MONITOR_DASHBOARD_USERS"))
+    try:
+        users, file_roles = users_file_entries(entries or {})
+        roles = RoleMap.parse(os.environ.get("SESSION_MONITOR_DASHBOARD_ROLES"), file_roles)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
     password = os.environ.get("SESSION_MONITOR_DASHBOARD_PASSWORD") or None
-    if (admin_token or not (is_loopback(host) or insecure)) and not (users or password):
+    if (admin_token or not (is_loopback(host) or insecure)) and not (users or password or oauth_provider):
         why = "the admin token is set" if admin_token else f"{host} is not a loopback address"
         _fail(
             f"the dashboard needs a login because {why}: set SESSION_MONITOR_DASHBOARD_USERS "
@@ -197,9 +222,11 @@ def dashboard(
         admin_token=admin_token,
         port=port,
         host=host,
-        users=users,
+        users=users or None,
         password=password,
         cookie_secret=os.environ.get("SESSION_MONITOR_DASHBOARD_COOKIE_SECRET") or None,
+        roles=roles,
+        oauth_provider=oauth_provider,
     )
 
 
@@ -217,8 +244,8 @@ def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _dashboard_users(value: str | None) -> dict[str, str] | None:
-    """``{"name": "password"}`` from JSON text or from a JSON file at that path."""
+def _dashboard_users(value: str | None) -> dict[str, Any] | None:
+    """``{"name": "password" or {"password", "role", "apps"}}`` from JSON text or from a JSON file at that path."""
     if not value:
         return None
     try:
@@ -228,6 +255,6 @@ def _dashboard_users(value: str | None) -> dict[str, str] | None:
         users = json.loads(value)
     except (OSError, ValueError) as exc:
         _fail(f"SESSION_MONITOR_DASHBOARD_USERS: not a JSON object of name → password ({exc})", code=2)
-    if not isinstance(users, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-        _fail("SESSION_MONITOR_DASHBOARD_USERS: must be a JSON object of name → password", code=2)
+    if not isinstance(users, dict) or not all(isinstance(v, str | dict) for v in users.values()):
+        _fail("SESSION_MONITOR_DASHBOARD_USERS: must be a JSON object of name → password (or {password, role})", code=2)
     return users

@@ -1,24 +1,20 @@
 """The agent: one per process, one thread, one HTTP connection pool, whatever the number of sessions.
 
-Session hooks only record state in memory and mark it dirty; nothing on a
-caller's thread touches the network. The agent thread runs two loops on its
-own event loop:
+Session hooks only record state in memory and mark it dirty; nothing on a caller's thread touches the
+network. The agent thread runs two loops on its own event loop:
 
-- **sync**: every ``flush_delay_s`` it sends what changed (new sessions, status,
-  ends) in one request, and every ``sync_interval_s`` at least a heartbeat of
-  all its sessions. After an outage, or when the server does not know the
-  agent (a new database), it sends every live session (a full sync).
-- **commands**: a long-poll the server answers as soon as a kill is requested;
-  the sync answers also carry pending kills, as the fallback path.
+- **sync**: every ``flush_delay_s`` it sends what changed (new sessions, status, ends) in one request, and
+  every ``sync_interval_s`` at least a heartbeat of all its sessions. After an outage, or when the server
+  does not know the agent (a new database), it sends every live session (a full sync).
+- **commands**: a long-poll the server answers as soon as a kill (or a drain) is requested; the sync
+  answers also carry pending kills, as the fallback path, and the process's drain.
 
-While the server is down the agent keeps only the latest state of each live
-session and the ends not yet acknowledged, logs one line per outage, and
-retries at most one sync interval apart.
+While the server is down the agent keeps only the latest state of each live session and the ends not
+yet acknowledged, logs one line per outage, and retries at most one sync interval apart.
 
-This module holds the thread and its two loops; what they work on lives beside it:
-the session table (``sessions.py``), the replicas and outages (``failover.py``), the
-process's facts and redacted command line (``process.py``), and process exit
-(``exiting.py``). Their public names are re-exported here.
+This module holds the thread and its two loops; what they work on lives beside it: the session table
+(``sessions.py``), replicas and outages (``failover.py``), the process's facts (``process.py``), exit
+(``exiting.py``), the drain and readiness port (``draining.py``, ``readiness.py``).
 """
 
 from __future__ import annotations
@@ -35,11 +31,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from session_monitor._version import __version__
-from session_monitor.client import exiting, loop_monitor, threads
+from session_monitor.client import exiting, loop_monitor, sync_answer, threads
+from session_monitor.client.command_poll import poll_commands
 from session_monitor.client.config import ClientConfig, resolve_config
+from session_monitor.client.config_cache import ConfigCache, cache_dir
+from session_monitor.client.draining import DrainWatch
 from session_monitor.client.exiting import on_exit
 from session_monitor.client.failover import ServerUrls, server_unreachable
+from session_monitor.client.limits import Limits
 from session_monitor.client.process import ProcessFacts, redacted_command
+from session_monitor.client.readiness import open_readiness
 from session_monitor.client.sessions import (
     MAX_PENDING_ENDS,
     MAX_REMEMBERED_KILLS,
@@ -82,13 +83,23 @@ class Agent:
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self.repoll = asyncio.Event()
+        """Set (on the agent's loop) to end the command long-poll in flight and poll again at once."""
         self._client: httpx.AsyncClient | None = None
         self._thread = threading.Thread(target=self._run, name="session-monitor-agent", daemon=True)
+        self._ready = threading.Event()
+        self.config_cache = ConfigCache(config.server_url, cache_dir(), wake=self._wake_now)
+        """The shared config this process follows (``shared.py``)."""
         self._process = ProcessFacts(self.started_at)
         self.syncs = 0
         """Successful syncs so far (for tests and benchmarks)."""
         self.usage: Usage | None = None
         """What the sessions cost and what ended ones left running (set by the Panel integration, :meth:`use`)."""
+        self.draining = DrainWatch()
+        """This process's drain, from the sync answers; its readiness port answers from it (``readiness.py``)."""
+        self.limits = Limits()
+        """Session limits and exemptions, from the last sync answer."""
+        self.sessions.exempt_rule = self.limits.exempts
 
     # -- any thread: record and enqueue only ------------------------------------------------------
 
@@ -161,6 +172,20 @@ class Agent:
         self._wake_now()
         self._thread.join(timeout=timeout_s)
 
+    def wait_loop(self, timeout_s: float) -> asyncio.AbstractEventLoop | None:
+        """The agent's running loop (started if need be), or ``None`` if it did not start within ``timeout_s``."""
+        self.start()
+        return self._loop if self._ready.wait(timeout_s) and not self._stopping.is_set() else None
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def http(self) -> httpx.AsyncClient | None:
+        """The agent's HTTP client (its loop only)."""
+        return self._client
+
     def _wake_now(self) -> None:
         """Wake the agent's loop from any thread (a no-op once its loop is closed)."""
         loop, wake = self._loop, self._wake
@@ -190,13 +215,17 @@ class Agent:
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
         ) as client:
             self._client = client
-            commands = asyncio.create_task(self._command_loop())
+            self._ready.set()
+            commands = asyncio.create_task(poll_commands(self))
+            readiness = await open_readiness(self.draining)
             try:
                 await self._sync_loop()
             finally:
                 commands.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await commands
+                if readiness is not None:
+                    await readiness.close()
 
     async def _sync_loop(self) -> None:
         assert self._wake is not None
@@ -209,7 +238,8 @@ class Agent:
             if self.usage is not None and not self.sessions.exiting:
                 await self._measure(now, due)
             stalls = (monitor := loop_monitor.current()) is not None and monitor.watchdog.pending
-            if (self.sessions.pending or due or stalls) and now >= retry_at and not self.sessions.exiting:
+            pending = self.sessions.pending or self.config_cache.pending
+            if (pending or due or stalls) and now >= retry_at and not self.sessions.exiting:
                 try:
                     async with self._sync_lock:
                         if self._stopping.is_set():
@@ -251,6 +281,9 @@ class Agent:
         }
         if stalls is not None and stalls.stalls:
             body["stalls"] = stalls.stalls
+        follow, sent = self.config_cache.sync_request()
+        if follow is not None:
+            body["config"] = follow
         url = self.server_url
         try:
             response = await self._client.post(f"/agents/{self.agent_id}/sync", json=body)
@@ -264,49 +297,17 @@ class Agent:
         except BaseException as exc:
             self.sessions.batch_failed(batch)  # the server may have lost anything: send everything when it is back
             self._urls.failed.add(url)
-            self._fail_over(url, exc)
+            self.fail_over(url, exc)
             raise
         self._urls.failed.clear()
         self.sessions.batch_sent(batch, resync=bool(data.get("resync")))
-        if monitor is not None and stalls is not None:
-            monitor.watchdog.sent(stalls)  # refused ones too: the server said why, resending would not help
-            if data.get("stalls_error"):
-                logger.warning("agent %s: %s", self.agent_id, data["stalls_error"])
+        if follow is not None and self.config_cache.received(data, sent, sync=True):
+            self.repoll.set()  # a new follow: the long-poll in flight waits with the old one; ask again
         self.syncs += 1
         self._urls.came_online(len(batch.sessions) if batch.full else self.session_count)
-        interval = data.get("sync_interval_s")
-        if isinstance(interval, int | float) and interval > 0 and not self.config.sync_interval_from_env:
-            self._sync_interval_s = float(interval)
-        for command in data.get("commands", ()):
-            self.sessions.dispatch(command)
+        sync_answer.apply(self, data, monitor, stalls)
         if self.sessions.full and self._wake is not None:
             self._wake.set()
-
-    async def _command_loop(self) -> None:
-        assert self._client is not None
-        wait_s = self.config.long_poll_s
-        while not self._stopping.is_set():
-            url = self.server_url
-            try:
-                response = await self._client.get(
-                    f"/agents/{self.agent_id}/commands",
-                    params={"after": self._cursor, "wait": wait_s},
-                    timeout=wait_s + self.config.request_timeout_s,
-                )
-                response.raise_for_status()
-                data = response.json()
-                cursor = int(data.get("cursor", self._cursor))
-                found = list(data.get("commands", ()))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.debug("agent %s: command poll failed: %s", self.agent_id, exc)
-                moved = self._fail_over(url, exc)
-                await asyncio.sleep(0.05 if moved else min(2.0, self._sync_interval_s))
-                continue
-            self._cursor = cursor
-            for command in found:
-                self.sessions.dispatch(command)
 
     async def _final_sync(self, exiting: bool) -> None:
         async with self._sync_lock:  # after a sync in flight, not beside it
@@ -329,7 +330,7 @@ class Agent:
         """The server this agent talks to now (one of ``config.server_urls``)."""
         return self._urls.current
 
-    def _fail_over(self, failed_url: str, exc: BaseException) -> bool:
+    def fail_over(self, failed_url: str, exc: BaseException) -> bool:
         """After a request to ``failed_url`` failed: move both loops to the next URL if the server is unreachable.
 
         Returns whether the agent now talks to another URL than ``failed_url`` (one outage is one step).

@@ -79,6 +79,7 @@ export function render({ model, el, view }) {
     ended.hide()
   })
   visibility()
+  el.classList.add("sm-browser-ready")  // the handlers are on (the host's sm-browser class comes before this runs)
 }
 
 const CONTROLS = "input, button, select, textarea"

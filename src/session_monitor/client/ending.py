@@ -75,13 +75,13 @@ async def discard(context: Any, session_id: str, message: str) -> None:
     deadline = loop.time() + WEBSOCKET_CLOSE_WAIT_S
     while session is not None and session.connection_count > 0 and loop.time() < deadline:
         # Every pass: a page with reconnect=True may re-attach to the session before it is discarded.
-        _close_connections(session, message)
+        close_connections(session, message)
         await asyncio.sleep(0.02)
     server_context = getattr(context, "_server_context", None)
     app_context = getattr(server_context, "application_context", None)
     try:
         if session is not None and app_context is not None and session.id in app_context._sessions:
-            _close_connections(session, message)
+            close_connections(session, message)
             for connection in list(session._subscribed_connections):  # a browser that never answered the close
                 session.unsubscribe(connection)
             await app_context._discard_session(session, lambda _: True)
@@ -89,7 +89,7 @@ async def discard(context: Any, session_id: str, message: str) -> None:
         logger.exception("session %s: could not be discarded", session_id)
 
 
-def _close_connections(session: Any, message: str) -> None:
+def close_connections(session: Any, message: str) -> None:
     """Close each websocket of the session with code 1001 and the kill message (closing twice is a no-op)."""
     for connection in list(session._subscribed_connections):
         socket = getattr(connection, "_socket", None)

@@ -118,8 +118,89 @@ def _main_thread_loop() -> Any:
     return None
 
 
+NOTICE_MAX_S = 2.0
+"""Longest SIGTERM waits for the pages to be told "this server is restarting" before the process exits."""
+
+Notice = Callable[[Callable[[], None]], None]
+"""Started on the main thread's loop at SIGTERM; calls its argument once the pages were told (or gave up)."""
+
+_notice: Notice | None = None
+_terminating = False
+
+
+def on_sigterm_notice(notice: Notice) -> None:
+    """At SIGTERM, run ``notice`` on the main thread's IOLoop first, and exit once it is done (at most
+    :data:`NOTICE_MAX_S`): Panel's binding tells every open page the server is restarting."""
+    global _notice
+    _notice = notice
+
+
+def _exit_on_loop(signum: int) -> None:
+    """Raised from a loop callback, ``SystemExit`` leaves the loop (asyncio re-raises it) and the process exits."""
+    raise SystemExit(128 + signum)
+
+
+def _notify_then_exit(signum: int, then: Callable[[], None] | None = None) -> bool:
+    """Start the SIGTERM notice on the main thread's running loop, then exit (or run ``then``: Bokeh's own
+    SIGTERM handler); ``False`` when there is no notice or loop to run it on."""
+    global _terminating
+    loop = _main_thread_loop()
+    if _notice is None or _terminating or loop is None:
+        return False
+    _terminating = True
+    notice = _notice
+    done = False
+
+    def finish() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            if then is not None:
+                loop.call_soon(then)
+            else:
+                loop.call_soon(_exit_on_loop, signum)
+
+    def start() -> None:
+        loop.call_later(NOTICE_MAX_S, finish)
+        try:
+            notice(finish)
+        except Exception:
+            logger.exception("session monitor: the SIGTERM notice failed")
+            finish()
+
+    loop.call_soon_threadsafe(start)
+    return True
+
+
+def take_over_loop_sigterm(loop: Any) -> None:
+    """Put the SIGTERM notice in front of a SIGTERM handler set on ``loop`` with ``loop.add_signal_handler``.
+
+    Bokeh's server (``panel serve``) handles SIGTERM that way: it stops the loop at once, and the pages only saw
+    their sockets drop. Called on the loop's thread; a no-op without such a handler, or when already done.
+    """
+    handlers = getattr(loop, "_signal_handlers", None)
+    original = handlers.get(signal.SIGTERM) if isinstance(handlers, dict) else None
+    callback = getattr(original, "_callback", None)
+    if callback is None or getattr(callback, "_session_monitor", False):
+        return
+    args = tuple(getattr(original, "_args", ()) or ())
+
+    def theirs() -> None:
+        callback(*args)
+
+    def ours() -> None:
+        if not (_armed and _notify_then_exit(signal.SIGTERM, then=theirs)):
+            theirs()
+
+    ours._session_monitor = True  # type: ignore[attr-defined]
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+        loop.add_signal_handler(signal.SIGTERM, ours)
+
+
 def _on_sigterm(signum: int, _frame: Any) -> None:
     if _armed:
+        if _notify_then_exit(signum):
+            return  # the process exits from the loop once the pages were told
         raise SystemExit(128 + signum)
     # No agent in this process: SIGTERM's default action, as if the monitor had never been imported.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -40,11 +40,25 @@ from bokeh.document import Document
 from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
 
-from session_monitor.client import dispatch, ending, panel_loop, threads
+from session_monitor.client import (
+    banner,
+    culling,
+    dispatch,
+    ending,
+    exiting,
+    notices,
+    panel_drain,
+    panel_loop,
+    panel_notices,
+    panel_restart,
+    refusal,
+    threads,
+)
 from session_monitor.client.agent import MAX_REMEMBERED_KILLS, current_agent
 from session_monitor.client.browser import make_component
 from session_monitor.client.callbacks import await_callbacks
-from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, expiry, resolve_liveness
+from session_monitor.client.limits import REFUSED
+from session_monitor.client.liveness import Liveness, LivenessConfig, Watch, resolve_liveness
 from session_monitor.client.usage import Usage
 
 logger = logging.getLogger(__name__)
@@ -59,8 +73,8 @@ _docs: weakref.WeakValueDictionary[str, Document] = weakref.WeakValueDictionary(
 _docs_lock = threading.Lock()
 _bindings: dict[str, PanelBinding] = {}
 """The bound trackers by session id (under ``_docs_lock``); a tracker leaves when it ends."""
-_refused: OrderedDict[str, str] = OrderedDict()
-"""Expired session ids and their message: a page reconnecting under one is ended again (like a kill)."""
+_refused: OrderedDict[str, tuple[str, str]] = OrderedDict()
+"""Expired or drained session ids, with reason and message: a page reconnecting under one is ended again."""
 _liveness: Liveness | None = None
 _liveness_config: LivenessConfig | None = None
 
@@ -83,6 +97,7 @@ def session_key() -> str | None:
 
 threads.add_finder(session_key)
 dispatch.install()
+refusal.install()
 _usage: Usage | None = None
 
 
@@ -95,6 +110,34 @@ def _use_usage() -> None:
     if _usage is None:
         _usage = Usage()
     agent.use(_usage)
+
+
+def _live_docs() -> list[Document]:
+    return [doc for sid in live_session_ids() if (doc := _docs.get(sid)) is not None]
+
+
+exiting.on_sigterm_notice(partial(panel_restart.tell_pages, _live_docs))
+
+
+def live_session_ids() -> list[str]:
+    """The sessions bound here (any thread)."""
+    with _docs_lock:
+        return list(_bindings)
+
+
+def show_banner(session_id: str, item: banner.Banner) -> bool:
+    """From any thread: show ``item`` in the session's page (on its IOLoop); ``False`` if the session is gone."""
+    doc = _docs.get(session_id)
+    return doc is not None and banner.show(doc, item)
+
+
+def remove_banner(session_id: str, key: str) -> bool:
+    """From any thread: take the banner ``key`` away from the session's page; ``False`` if the session is gone."""
+    doc = _docs.get(session_id)
+    return doc is not None and banner.remove(doc, key)
+
+
+notices.board().display = panel_notices.BannerDisplay(show_banner, remove_banner)
 
 
 def kill_message(reason: str | None) -> str:
@@ -111,6 +154,9 @@ class Tracked(Protocol):
 
     @property
     def ended(self) -> bool: ...
+    @property
+    def is_exempt(self) -> bool: ...
+    def refusal(self) -> str | None: ...
     @property
     def status(self) -> str: ...
     @property
@@ -143,9 +189,12 @@ class PanelBinding:
         if tracker is not None and agent is not None and agent.was_killed(sid):
             tracker.request_kill("this session was killed; reconnecting is refused")
         elif sid in _refused:
-            _schedule_end(sid, "expired", _refused[sid])
+            _schedule_end(sid, *_refused[sid])
         else:
             liveness_config()  # a bad setting fails here, in the app, not later on the IOLoop
+            message = tracker.refusal() if tracker is not None else None
+            if message is not None:  # made in on_session_created: the app's code will not run (refusal.py)
+                refusal.mark(sid, message)
             doc = _docs.get(sid)
             if doc is not None:
                 doc.add_next_tick_callback(partial(_start_watch, sid))
@@ -171,6 +220,7 @@ def bind(tracker: Tracked) -> PanelBinding | None:
     doc.on_session_destroyed(_session_destroyed)
     ending.enable_notice()
     _use_usage()
+    panel_drain.install(live_session_ids, show_banner, remove_banner, _schedule_end)
     binding = PanelBinding(tracker)
     with _docs_lock:
         _bindings[tracker.session_id] = binding
@@ -221,6 +271,7 @@ def _start_watch(session_id: str) -> None:
     if session is None or tracker is None or tracker.ended:
         return
     panel_loop.start()
+    panel_restart.arm()
     _get_liveness().watch(session_id, session, partial(_first_connect, session_id))
 
 
@@ -229,11 +280,33 @@ def _first_connect(session_id: str) -> None:
     tracker = _tracked(session_id)
     if tracker is None:
         return
+    message = refusal.pending(session_id) or tracker.refusal()
+    if message is not None:
+        _refuse(session_id, tracker, message)
+        return
     tracker.activate()
+    notices.board().session_started(session_id, tracker.app_name)
+    panel_drain.session_started(session_id)
     doc = _docs.get(session_id)
     if doc is not None:
         # Added now, not while the page is built: a root missing from a template's HTML breaks its page.
         doc.add_next_tick_callback(partial(_add_browser_component, session_id))
+
+
+def _refuse(session_id: str, tracker: Tracked, message: str) -> None:
+    """Over a limit: the refusal page in place of the app (unless it is already the page), ended as ``refused``.
+
+    Its websocket stays open, so the page reaches the browser whichever process served the HTML
+    (``--num-procs``); Panel destroys the session when the tab closes.
+    """
+    logger.info("session %s refused: %s", session_id, message)
+    IOLoop.current().add_callback(_forget_watch, session_id)
+    doc = _docs.get(session_id)
+    if doc is not None and not refusal.shown(session_id):
+        doc.add_next_tick_callback(partial(refusal.show, doc, message))
+    refusal.forget(session_id)
+    tracker.activate()
+    tracker.finish(REFUSED)
 
 
 def _add_browser_component(session_id: str) -> None:
@@ -245,6 +318,7 @@ def _add_browser_component(session_id: str) -> None:
         model = component.get_root(doc)
     model.name = component.name
     doc.add_root(model)
+    banner.prepare(doc)
 
 
 def _browser_report(session_id: str, visibility: str | None, interacted: bool) -> None:
@@ -264,27 +338,7 @@ def _cull(watch: Watch, now: datetime) -> str | None:
     tracker = _tracked(watch.session_id)
     if tracker is None:
         return None
-    config = liveness_config()
-    idle_s = tracker.idle_timeout_s
-    if idle_s is None:
-        idle_s = config.idle_timeout_s.for_app(tracker.app_name)
-    max_age_s = tracker.max_session_age_s
-    if max_age_s is None:
-        max_age_s = config.max_session_age_s.for_app(tracker.app_name)
-    if not idle_s and not max_age_s:
-        return None
-    running = tracker.status == "running"
-    if running:
-        watch.busy_at = now
-    activity = [t for t in (tracker.last_interaction_at, watch.busy_at) if t is not None]
-    why = expiry(
-        now,
-        started_at=tracker.started_at,
-        last_activity_at=max(activity) if activity else None,
-        running=running,
-        idle_timeout_s=idle_s,
-        max_session_age_s=max_age_s,
-    )
+    why = culling.expired(tracker, watch, now, liveness_config())
     return None if why is None else f"{EXPIRED_MESSAGE}: {why}."
 
 
@@ -298,8 +352,8 @@ def _schedule_end(session_id: str, reason: str, message: str | None) -> bool:
     doc = _docs.get(session_id)
     if doc is None or doc.session_context is None:
         return False
-    if reason == "expired" and message:
-        _refused[session_id] = message
+    if reason in ("expired", "drained") and message:
+        _refused[session_id] = (reason, message)
         while len(_refused) > MAX_REMEMBERED_KILLS:
             _refused.popitem(last=False)
     doc.add_next_tick_callback(partial(_end_on_loop, session_id, reason, message))  # type: ignore[arg-type]
@@ -313,6 +367,7 @@ async def _end_on_loop(session_id: str, reason: str, message: str | None) -> Non
     whatever ``reason`` says), the notice ``message`` if any, then the websockets closed and the session discarded.
     """
     _forget_watch(session_id)
+    notices.board().session_ended(session_id)
     tracker = _tracked(session_id)
     if tracker is not None:
         await await_callbacks(session_id, tracker.take_callbacks())
@@ -321,6 +376,7 @@ async def _end_on_loop(session_id: str, reason: str, message: str | None) -> Non
     context = doc.session_context if doc is not None else None
     if doc is None or context is None:
         return
+    banner.clear_all(doc)
     if message:
         ending.notify(doc, message)
     # Bokeh writes this callback's changes (the notice) only after it returns, still holding the document
@@ -332,6 +388,8 @@ def _session_destroyed(session_context: Any) -> None:
     """Panel destroyed the session (tab closed long ago, or our own kill): end it as ``closed``."""
     session_id = str(session_context.id)
     _forget_watch(session_id)
+    notices.board().session_ended(session_id)
+    refusal.forget(session_id)  # a refused copy that never connected (--num-procs) leaves nothing behind
     with _docs_lock:
         _docs.pop(session_id, None)
     tracker = _tracked(session_id)

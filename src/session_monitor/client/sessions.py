@@ -16,9 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from session_monitor.client import cost
-from session_monitor.protocol import KILL
+from session_monitor.protocol import DRAIN, KILL
 
 logger = logging.getLogger("session_monitor.client.agent")  # command handling is the agent's: one logger
+
+ExemptRule = Callable[[str, str | None], bool]
+"""Whether a policy exempts sessions of this app (first argument) or user (second) from culling."""
 
 KillHandler = Callable[[str | None], None]
 """Called on the agent thread with the kill reason; must only schedule work, never block."""
@@ -49,6 +52,10 @@ class SessionRecord:
     disconnected_at: datetime | None = None
     cost: dict[str, Any] | None = None
     """What the session costs (``usage.py``), once measured."""
+    exempt: bool = False
+    """The app marked it exempt from idle culling and maximum age (``SessionClient.exempt``)."""
+    policy_exempt: bool = False
+    """A policy exempts its app or user (set by :class:`SessionTable` as it sends the record)."""
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -63,6 +70,7 @@ class SessionRecord:
             "last_interaction_at": _iso(self.last_interaction_at),
             "disconnected_at": _iso(self.disconnected_at),
             "cost": self.cost,
+            "exempt": self.exempt or self.policy_exempt,
         }
 
 
@@ -100,6 +108,10 @@ class SessionTable:
         """The process's own facts changed (its leftovers): send a sync even if no session changed."""
         self.exiting = False
         """The process is exiting: changes are held back for the last sync, so every end is in that one."""
+        self.exempt_rule: ExemptRule | None = None
+        """The policies' exemptions (set by the agent from its sync answers)."""
+        self.refused: dict[str, dict[str, Any]] = {}
+        """Sessions refused by a limit, each sent once with its end: the server lists them in history."""
 
     def track(self, record: SessionRecord, on_kill: KillHandler) -> None:
         cost.revive(record.session_id)
@@ -122,6 +134,8 @@ class SessionTable:
             self.dirty.discard(session_id)
             if record is None:
                 return
+            if reason == "refused":
+                self.refused[session_id] = record.wire()
             self.ended[session_id] = {
                 "session_id": session_id,
                 "reason": reason,
@@ -164,6 +178,9 @@ class SessionTable:
             logger.warning("malformed command %r ignored", command)
             return
         kind, session_id = command.get("kind"), command.get("session_id")
+        if kind == DRAIN:
+            self.facts_changed = True  # sync at the next flush: its answer carries the drain
+            return
         if kind != KILL:
             logger.warning("unknown command kind %r ignored", kind)
             return
@@ -197,7 +214,13 @@ class SessionTable:
         with self.lock:
             full = self.full
             ids = list(self.records) if full else [sid for sid in self.dirty if sid in self.records]
+            rule = self.exempt_rule
+            if rule is not None:
+                for sid in ids:
+                    record = self.records[sid]
+                    record.policy_exempt = rule(record.app_name, record.user_id)
             sessions = [self.records[sid].wire() for sid in ids]
+            sessions += [wire for sid, wire in self.refused.items() if sid in self.ended]
             sent_dirty = set(self.dirty)
             self.dirty.clear()
             self.facts_changed = False
@@ -216,4 +239,15 @@ class SessionTable:
             for end in batch.ended:
                 if self.ended.get(end["session_id"]) is end:
                     del self.ended[end["session_id"]]
+                    self.refused.pop(end["session_id"], None)
             self.full = resync
+
+    def exemptions_changed(self) -> None:
+        """The policies' exemptions changed: send every record whose flag they change."""
+        rule = self.exempt_rule
+        if rule is None:
+            return
+        with self.lock:
+            for sid, record in self.records.items():
+                if rule(record.app_name, record.user_id) != record.policy_exempt:
+                    self.dirty.add(sid)

@@ -72,6 +72,14 @@ def track_all_sessions() -> None:
         return
     _installed = True
     pn.state.on_session_created(_session_created)
+    from session_monitor.client.readiness import ready_port
+
+    if ready_port() is not None:
+        # Behind a load balancer: the readiness port answers, and the process is listed (so it can be
+        # drained), from the start, before its first session.
+        from session_monitor.client.agent import get_agent
+
+        get_agent().start()
 
 
 if __name__ == "panel_setup_module":  # run by ``panel serve --setup``: use the imported module's hook

@@ -208,18 +208,16 @@ class StallWatchdog:
         start = due
         if running is not None and running.started <= due:
             start = running.started
-        with self._lock:
-            if self.probe.due != due:  # the loop came back meanwhile: ``finish`` recorded it (without a stack)
-                return False
-            record = self._new(start, running, [])
-            self._open[due] = record
-            self._caught = due
-            self._queue(record)
+        # The stack before the record is queued: a sync taking the queue meanwhile must not send it without one.
         stack = stack_of(frame)
         del frame
         with self._lock:
-            record.stack = stack
-            record.version += 1
+            if self.probe.due != due:  # the loop came back meanwhile: ``finish`` recorded it (without a stack)
+                return False
+            record = self._new(start, running, stack)
+            self._open[due] = record
+            self._caught = due
+            self._queue(record)
         logger.warning(
             "loop stalled for more than %.2f s in %s (session %s)",
             self.stall_s,

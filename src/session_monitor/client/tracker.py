@@ -13,13 +13,13 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from functools import partial
-from types import TracebackType
 from typing import Protocol
 
 from session_monitor.client import threads
 from session_monitor.client.agent import Agent, SessionRecord, get_agent, on_exit
 from session_monitor.client.callbacks import KillCallback, run_callbacks, run_in_background
 from session_monitor.client.config import resolve_config
+from session_monitor.client.task_block import TaskBlock
 from session_monitor.errors import ConfigError
 from session_monitor.protocol import MAX_APP_NAME, MAX_TASK, MAX_USER_ID, STATUS_PATTERN
 
@@ -54,30 +54,6 @@ class SessionBinding(Protocol):
 
     def release(self) -> None:
         """The tracker ended: the integration forgets it."""
-
-
-class _Task:
-    """``with tracker.task(name):`` and ``async with``: running while inside, back to the previous state after."""
-
-    __slots__ = ("_name", "_tracker")
-
-    def __init__(self, tracker: SessionClient, name: str) -> None:
-        self._tracker = tracker
-        self._name = name
-
-    def __enter__(self) -> None:
-        self._tracker._push_task(self._name, self)
-
-    def __exit__(self, *exc: object) -> None:
-        self._tracker._pop_task(self)
-
-    async def __aenter__(self) -> None:
-        self._tracker._push_task(self._name, self)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._tracker._pop_task(self)
 
 
 class SessionClient:
@@ -213,9 +189,9 @@ class SessionClient:
 
     # -- status -----------------------------------------------------------------------------------
 
-    def task(self, name: str) -> _Task:
+    def task(self, name: str) -> TaskBlock:
         """Mark the session ``running`` with task ``name`` inside a ``with`` (or ``async with``) block."""
-        return _Task(self, str(name))
+        return TaskBlock(self, str(name))
 
     def set_status(self, status: str, task: str | None = None) -> None:
         """Set the status (``idle``, ``running`` or another short lower-case word) and the current task."""
@@ -276,6 +252,33 @@ class SessionClient:
                 stack[index + 1] = (stack[index + 1][0], *stack[index][1:])
                 del stack[index]
             agent.changed(record.session_id)
+
+    # -- policies ---------------------------------------------------------------------------------
+
+    def exempt(self, exempt: bool = True) -> None:
+        """Idle culling and maximum age never end this session (a kiosk display, a long unattended run).
+
+        Kills, a lost browser and process exit still end it. Shown as a flag on the session's row.
+        """
+        with self._agent.lock:
+            self._record.exempt = bool(exempt)
+            self._agent.changed(self.session_id)
+
+    @property
+    def is_exempt(self) -> bool:
+        """Marked exempt by the app (:meth:`exempt`), or exempt by policy (its app or user, ``PUT /policies``)."""
+        return self._record.exempt or self._agent.limits.exempts(self.app_name, self.user_id)
+
+    def refusal(self) -> str | None:
+        """Why this session would go over a session limit if it started now (the text for the user), else None.
+
+        Decided from this process's registered sessions and the other processes' counts in the last sync
+        answer: never waits on the network.
+        """
+        agent = self._agent
+        with agent.lock:
+            live = [r for sid, r in agent.sessions.records.items() if sid != self.session_id]
+        return agent.limits.check(live, self.app_name, self.user_id)
 
     # -- ending -----------------------------------------------------------------------------------
 

@@ -20,8 +20,12 @@ from typing import Any
 import panel as pn
 
 from session_monitor.dashboard.client import ApiClient, SessionFeed
+from session_monitor.dashboard.config_view import ConfigView
 from session_monitor.dashboard.handlers import guard_autoload
+from session_monitor.dashboard.notices_view import NoticesView
 from session_monitor.dashboard.plots import PlotsView
+from session_monitor.dashboard.policies_view import PoliciesView
+from session_monitor.dashboard.roles import NO_ACCESS, RoleMap, role_text
 from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.dashboard.sessions_view import SessionsView
 from session_monitor.dashboard.stalls_view import AGENT_LOOP_COLUMNS, StallsView, agent_loop_row
@@ -57,6 +61,7 @@ def create_dashboard(
     page_size: int = 50,
     refresh_s: float = SESSIONS_REFRESH_S,
     client: ApiClient | None = None,
+    roles: RoleMap | None = None,
 ) -> Callable[[], pn.viewable.Viewable]:
     """The dashboard app: call the result once per browser page (``pn.serve`` does).
 
@@ -66,13 +71,22 @@ def create_dashboard(
         page_size: Rows per page of the sessions table (50).
         refresh_s: Seconds between two refreshes of the sessions table (1).
         client: An :class:`ApiClient` to use instead of one made from ``api_url`` (tests).
+        roles: Signed-in users → roles (:mod:`~session_monitor.dashboard.roles`); without it, every user is an
+            admin (as before roles).
     """
+    role_map = roles or RoleMap()
     api = client or ApiClient(api_url, admin_token)
     feed = SessionFeed(api, max_age_s=refresh_s * 0.9)
 
     def page() -> pn.viewable.Viewable:
         actor = _actor()
-        sessions = SessionsView(api, feed, actor=actor, page_size=page_size)
+        role = role_map.role_for(pn.state.user, pn.state.user_info)
+        if role == NO_ACCESS:
+            return pn.pane.HTML(
+                f"<h2>{TITLE}</h2><p>{escaped(visible_controls(actor))} has no role on this dashboard: ask its "
+                "administrator for one. <a href='/logout'>Log out</a></p>"
+            )
+        sessions = SessionsView(api, feed, actor=actor, page_size=page_size, role=role)
         agents = RecordsView(
             "System status",
             AGENT_LOOP_COLUMNS,
@@ -84,28 +98,40 @@ def create_dashboard(
         stalls = StallsView(api)
         history = RecordsView("History", HISTORY_COLUMNS, api.history, history_row)
         audit = RecordsView("Audit", AUDIT_COLUMNS, api.audit, audit_row)
+        policies = PoliciesView(api.policies)
         plots = PlotsView(api)
+        notices = NoticesView(
+            api, actor=actor, apps=lambda: list(sessions.kill_app.options.values()), limited=role.apps is not None
+        )
+        config = ConfigView(api, actor=actor)
 
         async def refresh_others() -> None:
-            for view in (agents, history, audit):
+            for view in (agents, history, audit, config) if role.is_admin else (agents, history):
                 await view.refresh()
+            await policies.refresh()
+            if role.can_kill:
+                await notices.refresh()
 
         async def refresh_plots() -> None:
             latest = feed.latest.data["sessions"] if feed.latest else None
             await plots.refresh(latest)
 
-        tabs = pn.Tabs(
+        # The audit log is the admins' (the API's GET /audit is admin-only; the page's token must not widen it).
+        shown = [
             ("Sessions", sessions.panel()),
             ("System status", agents.panel()),
             ("Stalls", stalls.panel()),
+            *([("Notices", notices.panel())] if role.can_kill else []),  # announcements and kills with notice
             ("History", history.panel()),
-            ("Audit", audit.panel()),
+            *([("Audit", audit.panel())] if role.is_admin else []),
+            ("Policies", policies.panel()),
+            *([("Config", config.panel())] if role.is_admin else []),  # shared config: the admins' from here
             ("Plots", plots.panel()),
-            dynamic=False,
-            sizing_mode="stretch_width",
-        )
+        ]
+        tabs = pn.Tabs(*shown, dynamic=False, sizing_mode="stretch_width")
         who = pn.pane.HTML(
-            f"signed in as <b>{escaped(visible_controls(actor))}</b> · <a href='/logout'>log out</a>"
+            f"signed in as <b>{escaped(visible_controls(actor))}</b> ({escaped(role_text(role))}) · "
+            "<a href='/logout'>log out</a>"
             if pn.state.user
             else "",
             align="end",
@@ -126,6 +152,7 @@ def create_dashboard(
 
         pn.state.onload(start)
         layout.dashboard = sessions  # type: ignore[attr-defined]  # reachable for tests and benchmarks
+        layout.config_view = config  # type: ignore[attr-defined]
         return layout
 
     return page
@@ -154,27 +181,40 @@ def serve_dashboard(
     password: str | None = None,
     cookie_secret: str | None = None,
     allowed_origins: list[str] | None = None,
+    roles: RoleMap | None = None,
+    oauth_provider: str | None = None,
     **kwargs: Any,
 ) -> None:
     """Serve the dashboard with Panel's own (Tornado) server until interrupted; blocks.
 
     With ``users`` (name → password) or a shared ``password`` (any name), the page needs a login (Panel's basic
-    auth); the logged-in name is the actor in the audit log.
+    auth); with ``oauth_provider`` (Panel's ``--oauth-provider``: ``github``, ``azure``, ``generic``, ...; its key,
+    secret and redirect come from Panel's ``PANEL_OAUTH_*`` variables) the login is that provider's. The signed-in
+    name is the actor in the audit log, and ``roles`` gives each user a role.
     """
     pn.extension("tabulator", notifications=True)
     guard_autoload()
     auth: Any = dict(users) if users else password
     origins = {f"127.0.0.1:{port}", f"localhost:{port}", f"{host}:{port}", *(allowed_origins or [])}
     options: dict[str, Any] = {}
-    if auth:
+    if oauth_provider:
+        options["oauth_provider"] = oauth_provider
+    elif auth:
         options["basic_auth"] = auth
+    if oauth_provider or auth:
         options["cookie_secret"] = cookie_secret or secrets.token_urlsafe(32)
-    logger.info("dashboard on http://%s:%d/ using the API at %s%s", host, port, api_url, " (login)" if auth else "")
+    logger.info(
+        "dashboard on http://%s:%d/ using the API at %s%s",
+        host,
+        port,
+        api_url,
+        " (login)" if auth or oauth_provider else "",
+    )
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (from `serve`, or an init system) ends the process through its exit hooks, like Ctrl-C.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     pn.serve(
-        {"/": create_dashboard(api_url, admin_token)},
+        {"/": create_dashboard(api_url, admin_token, roles=roles)},
         port=port,
         address=host,
         websocket_origin=sorted(origins),

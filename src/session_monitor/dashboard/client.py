@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from session_monitor._version import __version__
+from session_monitor.dashboard.roles import DashboardRole
 from session_monitor.errors import AuthError, RequestFailed, ServerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,13 @@ class ApiClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, actor: str | None = None, **kwargs: Any) -> Fetched:
-        headers = {ACTOR_HEADER: encode_actor(actor)} if actor else None
+    async def request(
+        self, method: str, path: str, *, actor: str | None = None, role: DashboardRole | None = None, **kwargs: Any
+    ) -> Fetched:
+        """One call; ``actor`` and ``role`` (the signed-in user's) go out as headers the server narrows to."""
+        headers = {**({ACTOR_HEADER: encode_actor(actor)} if actor else {}), **(kwargs.pop("headers", None) or {})}
+        if role is not None:
+            headers.update(role.headers())
         started = time.perf_counter()
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
@@ -129,20 +135,68 @@ class ApiClient:
     async def audit(self, limit: int = 500) -> list[dict[str, Any]]:
         return list((await self.request("GET", "/audit", params={"limit": limit})).data["entries"])
 
+    async def policies(self) -> dict[str, Any]:
+        return dict((await self.request("GET", "/policies")).data)
+
     async def timeline(self, window_s: float, step_s: float) -> dict[str, Any]:
         fetched = await self.request("GET", "/stats/timeline", params={"window_s": window_s, "step_s": step_s})
         return dict(fetched.data)
 
     # -- admin actions -------------------------------------------------------------------------
 
-    async def kill(self, session_id: str, *, actor: str, reason: str | None = None) -> None:
-        body = {"reason": reason} if reason else None
-        await self.request("POST", f"/sessions/{quote(session_id, safe='')}/kill", actor=actor, json=body)
+    async def kill(
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        delay_s: float | None = None,
+        role: DashboardRole | None = None,
+    ) -> dict[str, Any]:
+        """Kill now, or with notice (``delay_s``): the answer then has ``pending_kill_id`` and ``deadline``."""
+        body = _kill_body(reason, delay_s)
+        path = f"/sessions/{quote(session_id, safe='')}/kill"
+        return dict((await self.request("POST", path, actor=actor, role=role, json=body)).data)
 
-    async def kill_all(self, app_name: str, *, actor: str, reason: str | None = None) -> int:
-        body = {"reason": reason} if reason else None
-        fetched = await self.request("POST", f"/apps/{quote(app_name, safe='')}/kill-all", actor=actor, json=body)
-        return int(fetched.data["killed_count"])
+    async def kill_all(
+        self,
+        app_name: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        delay_s: float | None = None,
+        role: DashboardRole | None = None,
+    ) -> dict[str, Any]:
+        """Kill every live session of the app now (``killed_count``), or with notice (``pending_kill_id``)."""
+        path = f"/apps/{quote(app_name, safe='')}/kill-all"
+        body = _kill_body(reason, delay_s)
+        return dict((await self.request("POST", path, actor=actor, role=role, json=body)).data)
+
+    # -- notices -------------------------------------------------------------------------------
+
+    async def announcements(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/announcements")).data["announcements"])
+
+    async def announce(self, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
+        return dict((await self.request("POST", "/announcements", actor=actor, json=body)).data)
+
+    async def remove_announcement(self, announcement_id: int, *, actor: str) -> None:
+        await self.request("DELETE", f"/announcements/{int(announcement_id)}", actor=actor)
+
+    async def pending_kills(self) -> list[dict[str, Any]]:
+        return list((await self.request("GET", "/pending-kills")).data["pending_kills"])
+
+    async def cancel_kill(self, pending_kill_id: int, *, actor: str) -> None:
+        await self.request("DELETE", f"/pending-kills/{int(pending_kill_id)}", actor=actor)
+
+
+def _kill_body(reason: str | None, delay_s: float | None) -> dict[str, Any] | None:
+    body: dict[str, Any] = {}
+    if reason:
+        body["reason"] = reason
+    if delay_s:
+        body["delay_s"] = float(delay_s)
+    return body or None
 
 
 FULL_RELOAD_S = 60.0

@@ -1,7 +1,8 @@
 """What sessions cost and what ended ones left running, as dashboard cells. No Panel here.
 
 Cost cells are numbers (seconds, MB, counts) rounded coarsely, so the Sessions table sorts them as numbers
-and a row changes only when its cost moved visibly; a session not measured yet shows empty cells (NaN).
+and a row changes only when its cost moved visibly; a session not measured yet has NaN there, shown as an empty
+cell (:data:`NUMBER_FORMATS`).
 The slowest callback's name and leftovers' names are client text: shown through the plaintext formatter.
 """
 
@@ -32,6 +33,13 @@ COST_TITLES: dict[str, str] = {
     "threads": "Threads",
     "jobs": "Pool jobs",
 }
+
+NUMBER_FORMATS: dict[str, str] = {
+    "loop_1m": "0.[00]", "loop_total": "0.[00]", "pool_s": "0.[00]", "callbacks": "0,0", "doc_mb": "0,0.[0]",
+    "threads": "0,0", "jobs": "0,0",
+}  # fmt: skip
+"""The numeric cost columns' formats (numbro's, as Bokeh's ``NumberFormatter`` takes them); a session not measured
+yet has NaN there, shown as an empty cell."""
 
 _NONE = (math.nan,) * 4 + ("",) + (math.nan,) * 3
 

@@ -20,7 +20,7 @@ from session_monitor.dashboard.safe import visible_controls
 
 COLUMNS: tuple[str, ...] = (
     "session_id", "app", "user", "host", "state", "task", "task_for", "started", "duration", "last_seen",
-    "visibility", "idle", *COST_COLUMNS, "start_key", "task_key", "seen_key", "kill",
+    "visibility", "idle", "exempt", *COST_COLUMNS, "start_key", "task_key", "seen_key", "kill",
 )  # fmt: skip
 """Columns of the sessions table, in order; ``session_id`` and the ``*_key`` columns are hidden. ``kill`` is the
 Kill "button" (a data column, so it can be frozen at the right edge; Tabulator's button columns cannot)."""
@@ -120,6 +120,8 @@ class _Parsed:
     """session_id, app, user, placement, state, task."""
     started: str
     visibility: str
+    exempt: str
+    """``exempt`` when idle culling and maximum age never end the session, else empty."""
     agent_id: str
     start_ts: float | None
     task_ts: float | None
@@ -155,6 +157,7 @@ def _parse(s: Mapping[str, Any]) -> _Parsed:
         ),
         started=fmt_time(start),
         visibility=word(s.get("visibility")),
+        exempt="exempt" if s.get("exempt") is True else "",
         agent_id=text(s.get("agent_id")),
         start_ts=start.timestamp() if start else None,
         task_ts=task_ts,
@@ -185,6 +188,7 @@ def _row(p: _Parsed, now_ts: float, agent_seen_ts: Mapping[str, float]) -> tuple
         seen_text,
         p.visibility,
         fmt_duration(idle_s),
+        p.exempt,
         *p.cost,
         p.start_ts if p.start_ts is not None else 0.0,
         p.task_ts if p.task_ts is not None else math.nan,

@@ -22,8 +22,10 @@ import panel as pn
 from session_monitor.dashboard import model
 from session_monitor.dashboard.client import ApiClient, SessionFeed
 from session_monitor.dashboard.costs import COST_TITLES
+from session_monitor.dashboard.notices_view import KillTiming
+from session_monitor.dashboard.roles import ADMIN, DashboardRole
 from session_monitor.dashboard.safe import escaped, from_visible, notify
-from session_monitor.dashboard.views import PAGER, page_text, titled
+from session_monitor.dashboard.views import PAGER, cost_formatters, page_text, titled
 from session_monitor.errors import RequestFailed
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ MAX_CHOICES = 500
 """Filter drop-downs list at most this many values (the most frequent); the search box finds the rest."""
 
 HIDDEN = ["session_id", "start_key", "task_key", "seen_key"]
+OPTIONAL = ("visibility", "idle", "exempt")
+"""Columns shown only while some row has a value in them."""
 TITLES = {
     "app": "App",
     "user": "User",
@@ -45,6 +49,7 @@ TITLES = {
     "last_seen": "Last heartbeat",
     "visibility": "Page",
     "idle": "Idle",
+    "exempt": "Culling",
     "kill": "",
     **COST_TITLES,
 }
@@ -85,8 +90,12 @@ def _choices(values: pd.Series) -> list[str]:
 class SessionsView:
     """One operator's sessions tab. ``refresh()`` is called every second by the page's periodic callback."""
 
-    def __init__(self, client: ApiClient, feed: SessionFeed, *, actor: str, page_size: int = 50) -> None:
-        self.client, self.feed, self.actor = client, feed, actor
+    def __init__(
+        self, client: ApiClient, feed: SessionFeed, *, actor: str, page_size: int = 50, role: DashboardRole = ADMIN
+    ) -> None:
+        self.client, self.feed, self.actor, self.role = client, feed, actor, role
+        # A viewer gets no Kill column; an operator of some apps gets Kill on their rows only (see _frame_for).
+        self._hidden = [*HIDDEN] if role.can_kill else [*HIDDEN, "kill"]
         self.rows: dict[str, tuple[Any, ...]] = {}
         self.positions: dict[str, int] = {}
         self.last_cycle: dict[str, Any] = {}
@@ -100,13 +109,14 @@ class SessionsView:
             show_index=False,
             disabled=True,
             selectable=True,
-            hidden_columns=[*HIDDEN, "visibility", "idle"],
+            hidden_columns=[*self._hidden, *OPTIONAL],
             titles=TITLES,
             formatters={
                 **{c: {"type": "plaintext"} for c in model.COLUMNS if c != "state"},
                 **{c: titled() for c in model.TEXT_COLUMNS},
                 "state": {"type": "lookup", **model.state_html()},
                 "kill": {"type": "lookup", model.KILL: KILL_BUTTON},
+                **cost_formatters(),
             },
             sortable={"kill": False},
             header_align="left",
@@ -140,8 +150,10 @@ class SessionsView:
         self.cancel_button = pn.widgets.Button(name="Cancel", width=100)
         self.confirm_button.on_click(self._confirmed)
         self.cancel_button.on_click(lambda _e: self._close_confirm())
+        self.timing = KillTiming()
         self.confirm_box = pn.Column(
             self.confirm_text,
+            self.timing.panel(),
             pn.Row(self.confirm_button, self.cancel_button),
             visible=False,
             styles={"border": "2px solid #cf222e", "border-radius": "6px", "padding": "4px 12px"},
@@ -154,9 +166,10 @@ class SessionsView:
 
     def panel(self) -> pn.viewable.Viewable:
         filters = pn.Row(self.app_filter, self.user_filter, self.state_filter, self.host_filter, self.search)
-        kill_all = pn.Row(self.kill_app, self.kill_all_button)
+        # A viewer's page has no Kill all at all (not merely hidden).
+        kill_all = [pn.Row(self.kill_app, self.kill_all_button)] if self.role.can_kill else []
         return pn.Column(
-            self.summary, filters, kill_all, self.confirm_box, self.outcome, self.table, sizing_mode="stretch_width"
+            self.summary, filters, *kill_all, self.confirm_box, self.outcome, self.table, sizing_mode="stretch_width"
         )
 
     # -- refresh ---------------------------------------------------------------------------------
@@ -209,7 +222,7 @@ class SessionsView:
             selected = [table.value["session_id"].iat[i] for i in table.selection if i < len(table.value)]
             self.rows = new
             self.positions = {sid: i for i, sid in enumerate(new)}
-            frame = _frame(list(new.values()))
+            frame = self._frame_for(list(new.values()))
             table.value = frame
             table.selection = [self.positions[s] for s in selected if s in self.positions]
             self._update_choices(frame)
@@ -243,7 +256,7 @@ class SessionsView:
                 table.patch(visible, as_index=False)
         elif visible or not plain:
             table.param.trigger("value")
-        if any(model.COLUMNS[c] in ("app", "user", "host", "visibility", "idle") for c in by_column):
+        if any(model.COLUMNS[c] in ("app", "user", "host", *OPTIONAL) for c in by_column):
             self._update_choices(frame)
 
     def _update_choices(self, frame: pd.DataFrame) -> None:
@@ -254,11 +267,11 @@ class SessionsView:
             if options != widget.options:
                 widget.options = options
         counts = model.app_counts(self.rows.values())
-        kill_options = {f"{app} ({n})": app for app, n in counts.items()}
+        kill_options = {f"{app} ({n})": app for app, n in counts.items() if self.role.may_kill(from_visible(app))}
         if kill_options != self.kill_app.options:
             self.kill_app.options = kill_options
-        shown = [c for c in ("visibility", "idle") if (frame[c] != "").any()]
-        hidden = [*HIDDEN, *(c for c in ("visibility", "idle") if c not in shown)]
+        shown = [c for c in OPTIONAL if (frame[c] != "").any()]
+        hidden = [*self._hidden, *(c for c in OPTIONAL if c not in shown)]
         if hidden != self.table.hidden_columns:
             self.table.hidden_columns = hidden
 
@@ -297,13 +310,33 @@ class SessionsView:
 
     # -- kill and kill all -----------------------------------------------------------------------
 
+    def _frame_for(self, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+        """The rows as this user's table: no Kill on the rows of apps an operator does not operate.
+
+        Rows are derived once per fetch for every page; this page's frame is its own, and an app's rows never
+        change app, so blanking the cell once, when rows come, holds."""
+        frame = _frame(rows)
+        if not self.role.can_kill:
+            frame["kill"] = ""  # hidden too: not even a hidden "Kill" in the page
+        elif self.role.apps is not None and len(frame):
+            theirs = frame["app"].map(from_visible).isin(self.role.apps)
+            frame.loc[~theirs, "kill"] = ""
+        return frame
+
     def _on_click(self, event: Any) -> None:
         row = self.table.value.iloc[event.row]
         sid, app, user, host = row["session_id"], row["app"], row["user"], row["host"]
+        if row["kill"] != model.KILL and self.role.can_kill:
+            return  # an empty cell: this operator does not operate this app
+        # A viewer has no Kill column; a click that comes anyway (a forged event) goes to the API, which refuses it.
 
         async def kill() -> None:
-            await self.client.kill(sid, actor=self.actor)
-            self._report(f"Kill requested for session <code>{escaped(sid)}</code> of app <b>{escaped(app)}</b>.")
+            data = await self.client.kill(
+                sid, actor=self.actor, reason=timing.reason.value, delay_s=timing.delay_s, role=self.role
+            )
+            self._report(timing.done(data, f"session <code>{escaped(sid)}</code> of app <b>{escaped(app)}</b>"))
+
+        timing = self.timing
 
         self._ask(
             f"Kill session <code>{escaped(sid)}</code> of app <b>{escaped(app)}</b>"
@@ -321,8 +354,12 @@ class SessionsView:
         count = model.app_counts(self.rows.values()).get(app, 0)
 
         async def kill_all() -> None:
-            killed = await self.client.kill_all(from_visible(app), actor=self.actor)
-            self._report(f"Kill requested for <b>{killed}</b> session(s) of app <b>{escaped(app)}</b>.")
+            data = await self.client.kill_all(from_visible(app), actor=self.actor, reason=timing.reason.value,
+                                              delay_s=timing.delay_s, role=self.role)  # fmt: skip
+            count = data.get("live_count", data["killed_count"])
+            self._report(timing.done(data, f"<b>{count}</b> session(s) of app <b>{escaped(app)}</b>"))
+
+        timing = self.timing
 
         self._ask(
             f"Kill <b>all {count}</b> live session(s) of app <b>{escaped(app)}</b>? Every one of its pages closes.",
@@ -332,6 +369,7 @@ class SessionsView:
 
     def _ask(self, question_html: str, confirm_label: str, action: Callable[[], Awaitable[None]]) -> None:
         self._pending = action
+        self.timing.reset()
         self.confirm_text.object = question_html
         self.confirm_button.name = confirm_label
         self.confirm_box.visible = True

@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
 import panel as pn
-from bokeh.models.widgets.tables import HTMLTemplateFormatter
+from bokeh.models.widgets.tables import HTMLTemplateFormatter, NumberFormatter
 
-from session_monitor.dashboard.costs import leftovers_text
+from session_monitor.dashboard.costs import NUMBER_FORMATS, leftovers_text
 from session_monitor.dashboard.model import fmt_duration, fmt_time, parse_time, seen_band, text
 from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.errors import RequestFailed
@@ -46,6 +46,11 @@ def titled() -> HTMLTemplateFormatter:
     return HTMLTemplateFormatter(template='<span title="<%- value %>"><%- value %></span>')
 
 
+def cost_formatters() -> dict[str, NumberFormatter]:
+    """The numeric cost columns' cell formatters: NaN (a session not measured yet) is an empty cell, not "NaN"."""
+    return {c: NumberFormatter(format=f, nan_format="", null_format="") for c, f in NUMBER_FORMATS.items()}
+
+
 def page_text(table: pn.widgets.Tabulator) -> str:
     """``page 3 of 100`` for a paginated table (``""`` when it fits on one page)."""
     last = int(table.param.page.bounds[1] or 1) if table.param.page.bounds else 1
@@ -60,13 +65,24 @@ def _cpu(value: Any) -> str:
     return f"{value:.1f} %" if isinstance(value, int | float) else ""
 
 
+def _agent_status(a: Mapping[str, Any]) -> str:
+    """``ok``, ``stale``, ``exited``, or ``draining until 18:00:00 UTC`` with the drain's deadline."""
+    if a.get("is_stale"):
+        return "stale"
+    if a.get("exited_at"):
+        return "exited"
+    drain = a.get("drain") or {}
+    deadline = parse_time(drain.get("deadline")) if drain else None
+    return f"draining until {deadline:%H:%M:%S} UTC" if deadline else "ok"
+
+
 def agent_row(a: Mapping[str, Any], now: datetime) -> Row:
     seen = parse_time(a.get("last_seen"))
     versions = a.get("versions") or {}
     return (
         text(a.get("host")),
         text(a.get("pid")),
-        "stale" if a.get("is_stale") else ("exited" if a.get("exited_at") else "ok"),
+        _agent_status(a),
         ", ".join(text(x) for x in a.get("apps") or []),
         str(a.get("session_count", 0)),
         _cpu(a.get("cpu_percent")),
@@ -175,4 +191,11 @@ class RecordsView:
 
 
 def _mark_stale(col: pd.Series) -> list[str]:
-    return ["color:#cf222e;font-weight:600" if v == "stale" else "" for v in col]
+    return [
+        "color:#cf222e;font-weight:600"
+        if v == "stale"
+        else "color:#9a6700;font-weight:600"
+        if str(v).startswith("draining")
+        else ""
+        for v in col
+    ]

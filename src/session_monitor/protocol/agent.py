@@ -25,6 +25,8 @@ from session_monitor.protocol.common import (
     Visibility,
     _Request,
 )
+from session_monitor.protocol.config import ConfigChanges, ConfigFollow
+from session_monitor.protocol.drain import DrainInfo
 from session_monitor.protocol.measures import (
     MAX_LEFTOVERS,
     MAX_SYNC_STALLS,
@@ -34,6 +36,8 @@ from session_monitor.protocol.measures import (
     SessionCost,
     Stall,
 )
+from session_monitor.protocol.notices import Notice
+from session_monitor.protocol.policies import LiveCounts, Policies
 
 
 class AgentInfo(_Request):
@@ -70,6 +74,9 @@ class TrackedSession(_Request):
         default=None, description="Since when the session has no websocket (inside the reconnect grace); else null."
     )
     cost: SessionCost | None = Field(default=None, description="What the session costs, once measured.")
+    exempt: Flag = Field(
+        default=False, description="Idle culling and maximum age never end it (marked by the app, or by policy)."
+    )
 
 
 class SessionEnd(_Request):
@@ -92,6 +99,7 @@ class SyncRequest(_Request):
     sessions: list[TrackedSession] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
     ended: list[SessionEnd] = Field(default_factory=list, max_length=MAX_SYNC_SESSIONS)
     stalls: list[Stall] = Field(default_factory=list, max_length=MAX_SYNC_STALLS)
+    config: ConfigFollow | None = Field(default=None, description="The shared-config apps the process follows.")
 
 
 class Command(BaseModel):
@@ -104,20 +112,38 @@ class Command(BaseModel):
     actor: str | None = None
 
 
-class SyncResponse(BaseModel):
+class SyncResponse(ConfigChanges):
     resync: bool = Field(description="The server did not know this agent (new database): send a full sync now.")
     commands: list[Command] = Field(description="Kills pending for this agent's sessions (the fallback path).")
     sync_interval_s: float
     server_time: datetime
     stalls_refused: int = Field(default=0, description="Stalls of this sync not stored (over the agent's rate).")
     stalls_error: str | None = Field(default=None, description="Why stalls were refused; the sync itself stood.")
+    notices: list[Notice] = Field(default_factory=list, description="Every active notice for this agent's pages.")
+    notices_rev: str = Field(default="", description="Revision of `notices`; pass it to the command long-poll.")
+    drain: DrainInfo | None = Field(
+        default=None, description="This process is draining (unready, sessions end at the deadline); else null."
+    )
+    policies: Policies | None = Field(default=None, description="The session limits and exemptions in force.")
+    others: LiveCounts | None = Field(
+        default=None,
+        description="Live sessions of the other processes against each limit (absent when no limit is set).",
+    )
 
 
-class CommandBatch(BaseModel):
-    """``GET /agents/{agent_id}/commands``: commands after the agent's cursor; pass ``cursor`` back next time."""
+class CommandBatch(ConfigChanges):
+    """``GET /agents/{agent_id}/commands``: commands after the agent's cursor; pass ``cursor`` back next time.
+
+    With ``config_after`` (and ``config_epoch``) it also answers, at once, with the changes of the shared-config
+    apps the agent follows (``config``, ``config_cursor``).
+    """
 
     commands: list[Command]
     cursor: int
+    notices: list[Notice] | None = Field(
+        default=None, description="The active notices, when their revision differs from the `notices` passed."
+    )
+    notices_rev: str | None = None
 
 
 class AgentOut(BaseModel):
@@ -136,6 +162,7 @@ class AgentOut(BaseModel):
     is_stale: bool
     leftovers: list[Leftover] = Field(default_factory=list, description="What its ended sessions left running.")
     loop: LoopHealthOut | None = None
+    drain: DrainInfo | None = Field(default=None, description="Draining until its deadline; null when not.")
 
 
 class AgentList(BaseModel):

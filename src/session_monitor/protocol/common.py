@@ -26,12 +26,16 @@ STATUS_PATTERN = r"^[a-z][a-z0-9_-]*$"
 SessionState = Literal["idle", "running", "disconnected", "stale"]
 """What a live session is doing, as shown to operators."""
 
-EndReason = Literal["closed", "browser_lost", "killed", "expired", "process_exit", "process_lost"]
+EndReason = Literal["closed", "browser_lost", "killed", "expired", "process_exit", "process_lost", "drained", "refused"]
 """Why a session ended. ``process_lost``: its process died without a word (SIGKILL, the OOM killer), as the server
-saw from the agent's dropped long-poll and missed syncs."""
+saw from the agent's dropped long-poll and missed syncs. ``drained``: its process was drained and the drain's
+deadline came. ``refused``: it would have gone over a session limit (``PUT /policies``); the user got a page
+saying why instead of the app."""
 
 LIVE_STATES: tuple[str, ...] = ("idle", "running", "disconnected", "stale")
-END_REASONS: tuple[str, ...] = ("closed", "browser_lost", "killed", "expired", "process_exit", "process_lost")
+END_REASONS: tuple[str, ...] = (
+    "closed", "browser_lost", "killed", "expired", "process_exit", "process_lost", "drained", "refused",
+)  # fmt: skip
 
 
 PRINTABLE_FORMAT = "printable"

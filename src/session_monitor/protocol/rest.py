@@ -20,11 +20,13 @@ from session_monitor.protocol.common import (
     Status,
     TaskName,
     UserId,
+    UTCTime,
     _Request,
 )
 from session_monitor.protocol.measures import (
     SessionCost,
 )
+from session_monitor.protocol.notices import MAX_NOTICE_AHEAD_S
 
 
 class SessionCreate(_Request):
@@ -48,13 +50,28 @@ class StatusUpdate(_Request):
 
 
 class KillRequest(_Request):
-    """Optional body of the kill endpoints: why, shown to the user and kept in the audit log."""
+    """Optional body of the kill endpoints: why, shown to the user and kept in the audit log.
+
+    With ``delay_s`` or ``at`` (not both) the kill is given notice: the pages show a countdown, and the kill
+    runs at the deadline unless cancelled (``DELETE /pending-kills/{id}``).
+    """
 
     reason: Reason | None = None
+    delay_s: float | None = Field(
+        default=None, gt=0, le=MAX_NOTICE_AHEAD_S, strict=True, description="Kill in this many seconds (≤ 7 days)."
+    )
+    at: UTCTime | None = Field(default=None, description="Kill at this time (in the future, ≤ 7 days ahead).")
 
 
 class StatusResponse(BaseModel):
     status: str
+
+
+class KillResponse(StatusResponse):
+    """``kill_requested``, or ``kill_scheduled`` with the pending kill's id and deadline."""
+
+    pending_kill_id: int | None = None
+    deadline: datetime | None = None
 
 
 class HeartbeatResponse(BaseModel):
@@ -62,7 +79,10 @@ class HeartbeatResponse(BaseModel):
 
 
 class KillAllResponse(BaseModel):
-    killed_count: int
+    killed_count: int = Field(description="Sessions killed now (0 for a kill with notice).")
+    pending_kill_id: int | None = Field(default=None, description="With notice: the pending kill.")
+    deadline: datetime | None = None
+    live_count: int | None = Field(default=None, description="With notice: live sessions shown the countdown now.")
 
 
 class CleanupResponse(BaseModel):
@@ -106,6 +126,9 @@ class SessionOut(BaseModel):
         default=None, description="Last change other than a heartbeat; what `GET /sessions?changed_since=` compares."
     )
     cost: SessionCost | None = Field(default=None, description="What the session costs its process (agents only).")
+    exempt: bool = Field(
+        default=False, description="Idle culling and maximum age never end it (the app marked it, or a policy)."
+    )
 
 
 class SessionList(BaseModel):

@@ -14,15 +14,34 @@ from session_monitor import defaults
 from session_monitor._version import __version__
 from session_monitor.server.commands import CommandHub
 from session_monitor.server.coordination import PgCoordinator
+from session_monitor.server.deps import declare_access
 from session_monitor.server.errors import COMMON_ERRORS, WriteHealth, error_responses, install_error_handlers
 from session_monitor.server.lost import LossWatch, run_loss_watch
 from session_monitor.server.metrics import LatencyMiddleware, Metrics
+from session_monitor.server.notices import PendingKillRunner
+from session_monitor.server.policies import PolicyCache
 from session_monitor.server.reaper import ReapResult, run_reaper
-from session_monitor.server.routes import admin, agents, health, session_client, sessions, stalls, stats
+from session_monitor.server.routes import (
+    admin,
+    agents,
+    config,
+    drain,
+    health,
+    notices,
+    policies,
+    session_client,
+    sessions,
+    stalls,
+    stats,
+)
 from session_monitor.server.security import GuardMiddleware
 from session_monitor.server.settings import Settings
 from session_monitor.store import Database, Store
 from session_monitor.store.agents import AgentStore
+from session_monitor.store.config import ConfigStore
+from session_monitor.store.drains import DrainStore
+from session_monitor.store.notices import Fired, NoticeStore
+from session_monitor.store.policies import PolicyStore
 from session_monitor.store.repository import utcnow
 from session_monitor.store.stalls import StallStore
 
@@ -31,8 +50,11 @@ logger = logging.getLogger(__name__)
 DESCRIPTION = """
 Sessions of Panel apps register here, report their status and learn when an
 operator kills them. The first endpoints are wire-compatible with the
-prototype's; with tokens configured, admin actions need
-`Authorization: Bearer <admin token>` and client calls the client token.
+prototype's. With tokens configured, each operation needs the role its
+`x-session-monitor-access` names (`viewer` < `operator` < `admin`; an operator
+may be limited to some apps) in `Authorization: Bearer <token>`, and client
+calls the client token. A caller may narrow its own role for one request with
+`X-Session-Monitor-Role` and `X-Session-Monitor-Apps` (a JSON array).
 
 Errors are `{"detail": "<what is wrong>"}` (a 422 adds `errors`, one entry per field). Free text has
 `format: printable`: no control, surrogate or unassigned Unicode code point. 503 means the database does
@@ -44,6 +66,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     """Build the app. Nothing touches the database until the lifespan starts."""
     settings = settings or Settings()
     metrics = Metrics()
+
+    def count_fired(fired: Fired) -> None:
+        metrics.kills.labels("scheduled").inc(fired.killed_count)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +87,11 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         store = Store(db, stale_after_s=settings.stale_after_s, clock=clock)
         app.state.store = store
         app.state.agent_store = agent_store = AgentStore(store)
+        app.state.notice_store = notice_store = NoticeStore(store)
+        app.state.kill_runner = kill_runner = PendingKillRunner(notice_store, hub, on_fired=count_fired)
+        app.state.drain_store = DrainStore(store)
+        app.state.policy_cache = PolicyCache(PolicyStore(store))
+        app.state.config_store = config_store = ConfigStore(store, schema=settings.database_schema)
         app.state.stall_store = StallStore(
             store,
             max_per_agent=settings.max_stalls_per_agent,
@@ -77,6 +107,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             else ", ".join(sorted(allowed)) + ", IP literals",
         )
         stop = asyncio.Event()
+        kill_task = asyncio.create_task(kill_runner.run(stop), name="session-monitor-pending-kills")
         reaper: asyncio.Task[None] | None = None
         coordinator: PgCoordinator | None = None
         if db.dialect == "postgresql":
@@ -107,6 +138,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
                 run_reaper(
                     store,
                     agent_store=agent_store,
+                    config_store=config_store,
+                    config_retention=(settings.config_history_retention_s, settings.config_history_versions),
                     interval_s=settings.reaper_interval_s,
                     stop=stop,
                     expire_after_s=settings.expire_after_s,
@@ -134,6 +167,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
             hub.close()
             stop.set()
             await loss_task
+            await kill_task
             if reaper is not None:
                 await reaper
             if coordinator is not None:
@@ -156,13 +190,18 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
     )
     app.state.write_health = write_health = WriteHealth()
     install_error_handlers(app, write_health)
+    declare_access(app)
     app.include_router(sessions.router)  # first: DELETE /sessions/stale before DELETE /sessions/{session_id}
     app.include_router(session_client.router)
     app.include_router(agents.router)
     app.include_router(admin.router)
+    app.include_router(drain.router)
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(stalls.router)
+    app.include_router(notices.router)
+    app.include_router(policies.router)
+    app.include_router(config.router)
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match, Route
 
-from session_monitor.errors import SessionNotFound
+from session_monitor.errors import ConfigConflict, ConfigNotFound, ProcessNotFound, SessionNotFound
 from session_monitor.protocol import ErrorBody, ValidationErrorBody
 from session_monitor.store.repository import utcnow
 
@@ -132,7 +132,9 @@ _ERROR_DESCRIPTIONS = {
     401: "A token is required (tokens configured) or the one sent is not valid.",
     403: "A cross-site browser request (state-changing methods), or the client token where the admin token is needed.",
     404: "No session has this id (an id that cannot exist is simply not found).",
-    413: "The request body exceeds the limit (`SESSION_MONITOR_MAX_BODY_BYTES`; larger for agent syncs).",
+    409: "Too many active announcements or pending kills: remove or cancel one first.",
+    413: "The request body exceeds the limit (`SESSION_MONITOR_MAX_BODY_BYTES`; larger for agent syncs), or a "
+    "shared-config value exceeds 256 KiB.",
     421: "The `Host` header is not served: the DNS-rebinding guard, active unless both tokens are set.",
     503: f"`{UNAVAILABLE}`: the database does not answer (see `Retry-After`).",
     507: "`database disk is full`: the database refuses writes until space is freed; reads still work and "
@@ -214,6 +216,19 @@ def install_error_handlers(app: FastAPI, health: WriteHealth) -> None:
     @app.exception_handler(SessionNotFound)
     async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ProcessNotFound)
+    async def _no_process(_: Request, exc: ProcessNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConfigConflict)
+    async def _config_conflict(_: Request, exc: ConfigConflict) -> JSONResponse:
+        body = {"detail": str(exc), "current_version": exc.current_version, "current_value": exc.current_value}
+        return JSONResponse(body, status_code=412, headers={"ETag": f'"{exc.current_version}"'})
+
+    @app.exception_handler(ConfigNotFound)
+    async def _config_not_found(_: Request, exc: ConfigNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "current_version": exc.current_version}, status_code=404)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

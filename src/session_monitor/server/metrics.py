@@ -30,7 +30,10 @@ class Metrics:
             "session_monitor_sessions_ended", "Sessions ended, by reason.", ["reason"], registry=r
         )
         self.kills = Counter(
-            "session_monitor_kill_requests", "Kill requests, by scope (session or app).", ["scope"], registry=r
+            "session_monitor_kill_requests",
+            "Kill requests, by scope (session, app; scheduled: sessions killed at a notice's deadline).",
+            ["scope"],
+            registry=r,
         )
         self.heartbeats = Counter("session_monitor_heartbeats", "Heartbeats received.", registry=r)
         self.reaper_passes = Counter(

@@ -1,4 +1,5 @@
-"""The reaper: ends silent sessions as ``expired`` and drops history and audit entries past retention."""
+"""The reaper: ends silent sessions as ``expired`` and drops history, audit entries, stalls and past notices past
+retention."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from session_monitor import defaults
 from session_monitor.store.agents import COMMAND_RETENTION, AgentStore
+from session_monitor.store.config import ConfigStore
+from session_monitor.store.notices import NoticeStore
 from session_monitor.store.repository import SYSTEM, Store
 from session_monitor.store.stalls import StallStore
 
@@ -31,6 +35,8 @@ async def reap_once(
     history_retention_s: float,
     audit_retention_s: float,
     agent_store: AgentStore | None = None,
+    config_store: ConfigStore | None = None,
+    config_retention: tuple[float, int] = (defaults.CONFIG_HISTORY_RETENTION_S, defaults.CONFIG_HISTORY_VERSIONS),
 ) -> ReapResult:
     """One pass at ``store.clock()``: tests call this directly and move the clock instead of sleeping."""
     now = store.clock()
@@ -44,6 +50,9 @@ async def reap_once(
         audit_before=now - timedelta(seconds=audit_retention_s),
     )
     await StallStore(store).purge(before=now - timedelta(seconds=audit_retention_s))  # kept as long as the audit log
+    await NoticeStore(store).purge(before=now - timedelta(seconds=audit_retention_s))  # so are past notices
+    if config_store is not None:
+        await config_store.purge(before=now - timedelta(seconds=config_retention[0]), keep_versions=config_retention[1])
     if expired or history or audit:
         logger.info("reaper: %d sessions expired, %d history rows and %d audit entries purged", expired, history, audit)
     return ReapResult(expired, history, audit)
@@ -60,6 +69,8 @@ async def run_reaper(
     on_result: Callable[[ReapResult], None] | None = None,
     agent_store: AgentStore | None = None,
     gate: Callable[[], Awaitable[bool]] | None = None,
+    config_store: ConfigStore | None = None,
+    config_retention: tuple[float, int] = (defaults.CONFIG_HISTORY_RETENTION_S, defaults.CONFIG_HISTORY_VERSIONS),
 ) -> None:
     """First pass at once, then one every ``interval_s``, compensating for the time a pass takes.
 
@@ -76,6 +87,8 @@ async def run_reaper(
                     history_retention_s=history_retention_s,
                     audit_retention_s=audit_retention_s,
                     agent_store=agent_store,
+                    config_store=config_store,
+                    config_retention=config_retention,
                 )
                 if on_result is not None:
                     on_result(result)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,12 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from session_monitor.protocol.config import MAX_CONFIG_VALUE_BYTES
+
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+CONFIG_BODY_LIMIT = 2 * MAX_CONFIG_VALUE_BYTES
+"""Body limit of a shared-config ``PUT``: room for an indented value whose compact form is within the limit."""
 
 
 async def send_error(send: Send, status: int, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
@@ -104,6 +108,8 @@ class GuardMiddleware:
         limit = (
             self.max_sync_body_bytes if path.startswith("/agents/") and path.endswith("/sync") else self.max_body_bytes
         )
+        if method == "PUT" and path.startswith("/config/"):
+            limit = max(limit, CONFIG_BODY_LIMIT)  # the route measures the value itself (compact JSON)
         length = _header(scope, b"content-length")
         if length is not None:
             # isdigit() alone admits non-ASCII digits ("\xb2") that int() refuses, and a huge run of
@@ -163,22 +169,6 @@ class GuardMiddleware:
         elif origin == "null":
             return "request with Origin: null refused"
         return None
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: ``role`` is ``admin``, ``client`` or ``anonymous`` (no tokens configured)."""
-
-    role: str
-    actor: str
-    remote_addr: str | None
-
-
-def token_matches(presented: str | None, expected: str) -> bool:
-    """Constant-time comparison; the tokens themselves are never logged."""
-    if presented is None:
-        return False
-    return secrets.compare_digest(presented.encode(), expected.encode())
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -8,10 +8,11 @@ import re
 import socket
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from session_monitor import defaults
+from session_monitor.server.tokens import TokenSpec, TokenTable, build_table, load_tokens_file
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(defaults.DATA_DIR), description="Folder of the default SQLite database.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin actions.")
     client_token: SecretStr | None = Field(default=None, description="Bearer token for registering and updating.")
+    tokens: dict[str, TokenSpec] = Field(
+        default_factory=dict,
+        description='Named tokens, JSON {"owner": {"token": "...", "role": "viewer|operator|admin", "apps": [...]}}; '
+        "apps (operator only) limits kills to those apps.",
+    )
+    tokens_file: Path | None = Field(
+        default=None, description="A JSON file of named tokens, the shape of SESSION_MONITOR_TOKENS (merged with it)."
+    )
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without tokens.")
     stale_after_s: float = Field(default=defaults.STALE_AFTER_S, gt=0)
     expire_after_s: float = Field(default=defaults.EXPIRE_AFTER_S, gt=0)
@@ -85,6 +94,36 @@ class Settings(BaseSettings):
     max_stalls_total: int = Field(default=100_000, ge=1, le=100_000_000, description="Stalls kept in all.")
     max_stalls_per_minute: int = Field(
         default=120, ge=1, le=100_000, description="New stalls an agent may send per minute; beyond, refused."
+    )
+
+    _table: TokenTable = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _token_table(self) -> Settings:
+        named = dict(self.tokens)
+        if self.tokens_file is not None:
+            for owner, spec in load_tokens_file(self.tokens_file).items():
+                if owner in named:
+                    raise ValueError(f"token owner {owner!r} is named in both SESSION_MONITOR_TOKENS and the file")
+                named[owner] = spec
+        self._table = build_table(named, self.admin_token, self.client_token)
+        return self
+
+    @property
+    def token_table(self) -> TokenTable:
+        """Every token (admin, client, named) and its grant."""
+        return self._table
+
+    config_history_retention_s: float = Field(
+        default=defaults.CONFIG_HISTORY_RETENTION_S,
+        gt=0,
+        description="Shared-config versions older than this are dropped (a key's current version is always kept).",
+    )
+    config_history_versions: int = Field(
+        default=defaults.CONFIG_HISTORY_VERSIONS,
+        ge=1,
+        le=10_000_000,
+        description="Most versions kept per shared-config key; older ones are dropped.",
     )
 
     @field_validator("database_schema")
@@ -129,10 +168,10 @@ class Settings(BaseSettings):
 
     def bind_problem(self) -> str | None:
         """Why binding to ``host`` would be unsafe, or ``None``."""
-        if is_loopback(self.host) or self.insecure or self.admin_token is not None:
+        if is_loopback(self.host) or self.insecure or self._table.staff_guarded:
             return None
         return (
-            f"refusing to listen on {self.host} without SESSION_MONITOR_ADMIN_TOKEN: anyone who can reach this "
-            "address could list and kill sessions. Set an admin token (and a client token), "
+            f"refusing to listen on {self.host} without SESSION_MONITOR_ADMIN_TOKEN (or role tokens): anyone who can "
+            "reach this address could list and kill sessions. Set an admin token (and a client token), "
             "bind to 127.0.0.1, or pass --insecure if the network is trusted."
         )

@@ -18,8 +18,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from session_monitor.protocol import KILL, SyncRequest
 from session_monitor.store.base import end_values
+from session_monitor.store.config import follow
+from session_monitor.store.drains import drain_of, split_drain
 from session_monitor.store.lost import PROCESS_LOST, lost_since
 from session_monitor.store.models import agents, commands, sessions
+from session_monitor.store.notices import active_notices
 from session_monitor.store.repository import Store
 from session_monitor.store.stalls import loop_facts, split_loop
 
@@ -63,6 +66,7 @@ def _upsert_sessions(conn: sa.Connection) -> Any:
             "last_heartbeat": ex.last_heartbeat,
             # A state change sent without a cost (not measured yet) keeps the last one.
             "cost": sa.func.coalesce(ex.cost, c.cost),
+            "exempt": ex.exempt,
             "ended_at": None,
             "end_reason": None,
             "ended_by": None,
@@ -128,6 +132,7 @@ def _upsert_reported(conn: sa.Connection, agent_id: str, req: SyncRequest, now: 
             "disconnected_at": s.disconnected_at,
             "changed_at": now,
             "cost": None if s.cost is None else s.cost.model_dump(mode="json"),
+            "exempt": s.exempt,
         }
         for s in req.sessions
     ]
@@ -189,6 +194,12 @@ def _end_all(conn: sa.Connection, agent_id: str, now: datetime) -> None:
 class SyncResult:
     resync: bool
     commands: list[dict[str, Any]]
+    notices: list[dict[str, Any]]
+    drain: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    """The shared-config changes for the apps the agent follows (when its sync said which)."""
+    new_follow: bool = False
+    """The sync changed the agent's follow epoch: its long-poll (waiting with the new epoch) must re-read."""
 
 
 class AgentStore:
@@ -203,7 +214,10 @@ class AgentStore:
         now = self.store.clock()
 
         def op(conn: sa.Connection) -> SyncResult:
+            epoch = conn.execute(sa.select(agents.c.config_epoch).where(agents.c.agent_id == agent_id)).scalar()
             last_seen = _stamp_agent(conn, agent_id, req, now)
+            cfg = req.config
+            changes = None if cfg is None else follow(conn, agent_id, cfg.apps, cfg.epoch, cfg.after)
             _upsert_reported(conn, agent_id, req, now)
             _end_reported(conn, agent_id, req, now)
             if req.full:
@@ -214,7 +228,16 @@ class AgentStore:
                 _end_all(conn, agent_id, now)
             # Back after the server declared it lost: its full sync revives the sessions it still has.
             resync = not req.full and (last_seen is None or lost_since(conn, agent_id, last_seen))
-            return SyncResult(resync=resync, commands=self._pending(conn, agent_id, req))
+            pending = self._pending(conn, agent_id, req)
+            notices = active_notices(conn, agent_id, now)
+            return SyncResult(
+                resync=resync,
+                commands=pending,
+                notices=notices,
+                drain=drain_of(conn, agent_id),
+                config=changes,
+                new_follow=cfg is not None and cfg.epoch != epoch,
+            )
 
         return await self.db.write(op)
 
@@ -284,9 +307,11 @@ class AgentStore:
             for r in rows:
                 apps = counts.get(r["agent_id"], {})
                 row, loop = split_loop(r)
+                row, drain = split_drain(row)
                 out.append(
                     {
                         **row,
+                        "drain": drain,
                         "leftovers": r["leftovers"] or [],
                         "loop": loop,
                         "session_count": sum(apps.values()),

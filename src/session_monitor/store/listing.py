@@ -180,6 +180,7 @@ def _fields(
         ("disconnected_at", sa.case((live, d.iso(c.disconnected_at)))),
         ("changed_at", d.iso(c.changed_at)),
         ("cost", d.json(c.cost)),
+        ("exempt", d.flag(c.exempt)),
     ]
 
     def needs_python(us: sa.ColumnElement[int], *, negative: bool) -> sa.ColumnElement[Any]:

@@ -212,6 +212,107 @@ def _v8_session_cost(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE agents ADD COLUMN leftovers {json_ddl}")
 
 
+def _v9_notices(conn: sa.Connection) -> None:
+    """Announcements shown in live pages, and kills with notice (a countdown, then the kill at a deadline)."""
+    meta = sa.MetaData()
+    sa.Table(
+        "announcements",
+        meta,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("message", sa.String(500), nullable=False),
+        sa.Column("level", sa.String(16), nullable=False),
+        sa.Column("apps", sa.JSON()),
+        sa.Column("hosts", sa.JSON()),
+        sa.Column("session_ids", sa.JSON()),
+        sa.Column("until", UTCDateTime()),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.String(100), nullable=False),
+        sa.Column("removed_at", UTCDateTime()),
+        sa.Column("removed_by", sa.String(100)),
+        sa.Index("ix_announcements_removed", "removed_at"),
+    ).create(conn)
+    sa.Table(
+        "pending_kills",
+        meta,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("session_id", sa.String(128)),
+        sa.Column("app_name", sa.String(200)),
+        sa.Column("deadline", UTCDateTime(), nullable=False),
+        sa.Column("reason", sa.String(500)),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_by", sa.String(100), nullable=False),
+        sa.Column("cancelled_at", UTCDateTime()),
+        sa.Column("cancelled_by", sa.String(100)),
+        sa.Column("fired_at", UTCDateTime()),
+        sa.Index("ix_pending_kills_open", "fired_at", "cancelled_at", "deadline"),
+    ).create(conn)
+
+
+def _v10_drain(conn: sa.Connection) -> None:
+    """A Panel process drained for a deploy: since when, until when, the users' message, and who asked."""
+    columns: list[tuple[str, sa.types.TypeEngine[Any]]] = [
+        ("drain_at", UTCDateTime()),
+        ("drain_deadline", UTCDateTime()),
+        ("drain_message", sa.String(500)),
+        ("drain_by", sa.String(100)),
+    ]
+    preparer = conn.dialect.identifier_preparer
+    for name, type_ in columns:
+        ddl = type_.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE agents ADD COLUMN {preparer.quote(name)} {ddl}")
+
+
+def _v11_policies(conn: sa.Connection) -> None:
+    """Session limits and culling exemptions (one JSON document, in one row), and each session's exempt flag."""
+    sa.Table(
+        "policies",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_by", sa.String(100), nullable=False),
+    ).create(conn)
+    conn.exec_driver_sql("ALTER TABLE sessions ADD COLUMN exempt BOOLEAN NOT NULL DEFAULT false")
+
+
+def _v12_shared_config(conn: sa.Connection) -> None:
+    """Shared app configuration: each key's current value and version, every version's history, and the
+    config apps each agent follows (pushed to it on the command long-poll)."""
+    meta = sa.MetaData()
+    sa.Table(
+        "config_entries",
+        meta,
+        sa.Column("app", sa.String(200), primary_key=True),
+        sa.Column("key", sa.String(200), primary_key=True),
+        sa.Column("value", sa.Text()),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.BigInteger(), nullable=False),
+        sa.Column("deleted", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_by", sa.String(100), nullable=False),
+        sa.Index("ix_config_entries_revision", "revision"),
+    ).create(conn)
+    sa.Table(
+        "config_history",
+        meta,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("app", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("value", sa.Text()),
+        sa.Column("deleted", sa.Boolean(), nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("reverted_to", sa.Integer()),
+        sa.Column("actor", sa.String(100), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("app", "key", "version", name="uq_config_history_version"),
+        sa.Index("ix_config_history_at", "at"),
+    ).create(conn)
+    json_ddl = sa.JSON().compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE agents ADD COLUMN config_apps {json_ddl}")
+    conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN config_epoch INTEGER")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions table (prototype shape)", _v1_sessions),
     Migration(2, "history, placement and kill intent columns", _v2_history),
@@ -221,6 +322,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "partial index of pending kills", _v6_pending_kills),
     Migration(7, "loop health of agents and their stalls", _v7_loop_health),
     Migration(8, "session cost and leftovers", _v8_session_cost),
+    Migration(9, "announcements and kills with notice", _v9_notices),
+    Migration(10, "drained Panel processes", _v10_drain),
+    Migration(11, "policies: session limits and exemptions", _v11_policies),
+    Migration(12, "shared app configuration", _v12_shared_config),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

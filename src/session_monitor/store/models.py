@@ -65,6 +65,8 @@ class SessionRow(Base):
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # v8: what the session costs (``protocol.SessionCost``), as its agent last sent it
     cost: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    # v9: idle culling and maximum age never end it (the app marked it, or a policy exempts it)
+    exempt: Mapped[bool] = mapped_column(sa.Boolean(), server_default=sa.false())
 
 
 class AuditRow(Base):
@@ -98,6 +100,9 @@ class AgentRow(Base):
     exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # v8: what its ended sessions left running (``protocol.Leftover`` objects)
     leftovers: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON(none_as_null=True))
+    # v9: the shared-config apps it follows, and the epoch of that list
+    config_apps: Mapped[list[str] | None] = mapped_column(sa.JSON(none_as_null=True))
+    config_epoch: Mapped[int | None] = mapped_column(sa.Integer())
     # v7: the latest loop health, and the stall counters
     loop_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     loop_interval_s: Mapped[float | None] = mapped_column(sa.Float())
@@ -113,6 +118,11 @@ class AgentRow(Base):
     stalls_dropped_server: Mapped[int | None] = mapped_column(sa.BigInteger())
     stall_window_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     stall_window_count: Mapped[int | None] = mapped_column(sa.Integer())
+    # v9: drained for a deploy (unready; its sessions end as ``drained`` at the deadline)
+    drain_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    drain_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    drain_message: Mapped[str | None] = mapped_column(sa.String(500))
+    drain_by: Mapped[str | None] = mapped_column(sa.String(100))
 
 
 class StallRow(Base):
@@ -150,8 +160,92 @@ class CommandRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class AnnouncementRow(Base):
+    """A message shown as a banner in the live pages it targets (all when no target), until removed or ``until``."""
+
+    __tablename__ = "announcements"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    message: Mapped[str] = mapped_column(sa.String(500))
+    level: Mapped[str] = mapped_column(sa.String(16))
+    apps: Mapped[list[str] | None] = mapped_column(sa.JSON(none_as_null=True))
+    hosts: Mapped[list[str] | None] = mapped_column(sa.JSON(none_as_null=True))
+    session_ids: Mapped[list[str] | None] = mapped_column(sa.JSON(none_as_null=True))
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(sa.String(100))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    removed_by: Mapped[str | None] = mapped_column(sa.String(100))
+
+
+class PendingKillRow(Base):
+    """A kill with notice: of one session or of every session of an app, at ``deadline`` unless cancelled."""
+
+    __tablename__ = "pending_kills"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    session_id: Mapped[str | None] = mapped_column(sa.String(128))
+    app_name: Mapped[str | None] = mapped_column(sa.String(200))
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(sa.String(100))
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancelled_by: Mapped[str | None] = mapped_column(sa.String(100))
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PolicyRow(Base):
+    """The policies (``protocol.Policies``): one row, id 1."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(sa.String(100))
+
+
+class ConfigEntryRow(Base):
+    """A shared-config key's current value (JSON text; null once deleted) and version."""
+
+    __tablename__ = "config_entries"
+
+    app: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    value: Mapped[str | None] = mapped_column(sa.Text())
+    version: Mapped[int] = mapped_column(sa.Integer())
+    revision: Mapped[int] = mapped_column(sa.BigInteger(), index=True)
+    deleted: Mapped[bool] = mapped_column(sa.Boolean())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(sa.String(100))
+
+
+class ConfigHistoryRow(Base):
+    """One version of a shared-config key: what it set, who wrote it and when."""
+
+    __tablename__ = "config_history"
+    __table_args__ = (sa.UniqueConstraint("app", "key", "version", name="uq_config_history_version"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer(), primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(sa.String(200))
+    key: Mapped[str] = mapped_column(sa.String(200))
+    version: Mapped[int] = mapped_column(sa.Integer())
+    value: Mapped[str | None] = mapped_column(sa.Text())
+    deleted: Mapped[bool] = mapped_column(sa.Boolean())
+    action: Mapped[str] = mapped_column(sa.String(16))
+    reverted_to: Mapped[int | None] = mapped_column(sa.Integer())
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 sessions: sa.Table = SessionRow.__table__  # type: ignore[assignment]
 audit_log: sa.Table = AuditRow.__table__  # type: ignore[assignment]
 agents: sa.Table = AgentRow.__table__  # type: ignore[assignment]
 commands: sa.Table = CommandRow.__table__  # type: ignore[assignment]
 stalls: sa.Table = StallRow.__table__  # type: ignore[assignment]
+announcements: sa.Table = AnnouncementRow.__table__  # type: ignore[assignment]
+pending_kills: sa.Table = PendingKillRow.__table__  # type: ignore[assignment]
+policies: sa.Table = PolicyRow.__table__  # type: ignore[assignment]
+config_entries: sa.Table = ConfigEntryRow.__table__  # type: ignore[assignment]
+config_history: sa.Table = ConfigHistoryRow.__table__  # type: ignore[assignment]

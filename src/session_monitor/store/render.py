@@ -38,7 +38,7 @@ FIELDS = (
     "session_id", "app_name", "user_id", "start_time", "last_heartbeat", "status", "current_task",
     "kill_requested", "host", "pid", "task_started_at", "kill_requested_at", "kill_requested_by",
     "kill_reason", "ended_at", "end_reason", "ended_by", "agent_id", "visibility", "last_interaction_at",
-    "disconnected_at", "changed_at", "cost",
+    "disconnected_at", "changed_at", "cost", "exempt",
 )  # fmt: skip
 """The columns a session row is selected with, in this order."""
 
@@ -88,7 +88,8 @@ class SessionRenderer:
     def __call__(self, row: Any, now: datetime) -> dict[str, Any]:
         (sid, app_name, user_id, start_time, last_heartbeat, status, current_task, kill_requested, host, pid,
          task_started_at, kill_requested_at, kill_requested_by, kill_reason, ended_at, end_reason, ended_by,
-         agent_id, visibility, last_interaction_at, disconnected_at, changed_at, cost) = self._pick(row)  # fmt: skip
+         agent_id, visibility, last_interaction_at, disconnected_at, changed_at, cost, exempt,
+         ) = self._pick(row)  # fmt: skip
         t = self.time
         start_time, last_heartbeat, ended_at = t(start_time), t(last_heartbeat), t(ended_at)
         task_started_at, kill_requested_at = t(task_started_at), t(kill_requested_at)
@@ -138,4 +139,5 @@ class SessionRenderer:
             "disconnected_at": disconnected_at if live else None,
             "changed_at": changed_at,
             "cost": cost,
+            "exempt": bool(exempt),
         }

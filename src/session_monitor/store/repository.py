@@ -33,7 +33,7 @@ class Actor:
 SYSTEM = Actor("reaper")
 
 
-def _audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target: str, **detail: Any) -> None:
+def write_audit(conn: sa.Connection, now: datetime, actor: Actor, action: str, target: str, **detail: Any) -> None:
     conn.execute(
         audit_log.insert().values(
             at=now, actor=actor.name, action=action, target=target[:300], detail=detail, remote_addr=actor.remote_addr
@@ -58,6 +58,37 @@ def _queue_kills(
     ]
     if values:
         conn.execute(commands.insert(), values)
+
+
+def kill_session_in(conn: sa.Connection, session_id: str, actor: Actor, reason: str | None, now: datetime) -> Any:
+    """In a write transaction: the kill intent of a live session, its command and its audit entry.
+
+    Returns the session's ``(session_id, agent_id, app_name)``, ``None`` if it is not live."""
+    c = sessions.c
+    row = conn.execute(
+        sessions.update()
+        .where(c.session_id == session_id, c.ended_at.is_(None))
+        .values(**kill_values(actor.name, reason, now))
+        .returning(c.session_id, c.agent_id, c.app_name)
+    ).first()
+    if row is not None:
+        _queue_kills(conn, [(row.session_id, row.agent_id)], reason, actor, now)
+        write_audit(conn, now, actor, "kill", session_id, app_name=row.app_name, reason=reason)
+    return row
+
+
+def kill_app_in(conn: sa.Connection, app_name: str, actor: Actor, reason: str | None, now: datetime) -> KillAllOutcome:
+    """In a write transaction: kill intent for every live session of the app, their commands, one audit entry."""
+    c = sessions.c
+    rows = conn.execute(
+        sessions.update()
+        .where(c.app_name == app_name, c.ended_at.is_(None))
+        .values(**kill_values(actor.name, reason, now))
+        .returning(c.session_id, c.agent_id)
+    ).all()
+    _queue_kills(conn, [(r.session_id, r.agent_id) for r in rows], reason, actor, now)
+    write_audit(conn, now, actor, "kill_all", app_name, killed_count=len(rows), reason=reason)
+    return KillAllOutcome(len(rows), frozenset(r.agent_id for r in rows if r.agent_id))
 
 
 def _raise_missing(conn: sa.Connection, session_id: str) -> None:
@@ -182,21 +213,11 @@ class Store(SessionReads, ChangeReads, TimelineReads):
     async def request_kill(self, session_id: str, actor: Actor, reason: str | None) -> dict[str, Any]:
         """Store the kill intent (and queue a command for the session's agent); returns the session."""
         now = self.clock()
-        c = sessions.c
 
         def op(conn: sa.Connection) -> dict[str, Any]:
-            row = conn.execute(
-                sessions.update()
-                .where(c.session_id == session_id, c.ended_at.is_(None))
-                .values(**kill_values(actor.name, reason, now))
-                .returning(c.session_id, c.agent_id, c.app_name)
-            ).first()
-            if row is None:
+            if kill_session_in(conn, session_id, actor, reason, now) is None:
                 _raise_missing(conn, session_id)
-            assert row is not None
-            _queue_kills(conn, [(row.session_id, row.agent_id)], reason, actor, now)
-            _audit(conn, now, actor, "kill", session_id, app_name=row.app_name, reason=reason)
-            shown = conn.execute(self.select_sessions().where(c.session_id == session_id)).one()
+            shown = conn.execute(self.select_sessions().where(sessions.c.session_id == session_id)).one()
             return self.session_dict(shown, now)
 
         return await self.db.write(op)
@@ -204,20 +225,7 @@ class Store(SessionReads, ChangeReads, TimelineReads):
     async def request_kill_app(self, app_name: str, actor: Actor, reason: str | None) -> KillAllOutcome:
         """Kill intent for every live session of the app; returns how many and which agents to wake."""
         now = self.clock()
-        c = sessions.c
-
-        def op(conn: sa.Connection) -> KillAllOutcome:
-            rows = conn.execute(
-                sessions.update()
-                .where(c.app_name == app_name, c.ended_at.is_(None))
-                .values(**kill_values(actor.name, reason, now))
-                .returning(c.session_id, c.agent_id)
-            ).all()
-            _queue_kills(conn, [(r.session_id, r.agent_id) for r in rows], reason, actor, now)
-            _audit(conn, now, actor, "kill_all", app_name, killed_count=len(rows), reason=reason)
-            return KillAllOutcome(len(rows), frozenset(r.agent_id for r in rows if r.agent_id))
-
-        return await self.db.write(op)
+        return await self.db.write(lambda conn: kill_app_in(conn, app_name, actor, reason, now))
 
     async def end_silent_sessions(self, older_than: timedelta, actor: Actor, *, audit: bool) -> int:
         """End every live session without a heartbeat for ``older_than`` as ``expired``."""
@@ -238,7 +246,7 @@ class Store(SessionReads, ChangeReads, TimelineReads):
                 .values(ended_at=now, end_reason="expired", ended_by=actor.name, changed_at=now)
             ).rowcount
             if audit:
-                _audit(
+                write_audit(
                     conn,
                     now,
                     actor,
@@ -272,6 +280,9 @@ __all__: Sequence[str] = [
     "SessionFilters",
     "SessionRow",
     "Store",
+    "kill_app_in",
+    "kill_session_in",
     "placement_filters",
     "utcnow",
+    "write_audit",
 ]

@@ -22,7 +22,7 @@ async def test_any_name_reaches_the_audit_log_as_typed(app: object, client: http
     api = ApiClient("http://127.0.0.1", transport=httpx.ASGITransport(app=app))  # type: ignore[arg-type]
     try:
         await api.kill(sid, actor=name)
-        assert await api.kill_all("etl", actor=name) == 1
+        assert (await api.kill_all("etl", actor=name))["killed_count"] == 1
         entries = await api.audit()
     finally:
         await api.aclose()

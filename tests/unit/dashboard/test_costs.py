@@ -57,3 +57,12 @@ def test_leftovers_cell_names_threads_and_functions() -> None:
         "2 leftovers: thread cruncher (workers.keep_crunching); periodic callback periodic callback (app.tick)"
     )
     assert leftovers_text({"leftovers": []}) == ""
+
+
+def test_a_draining_process_shows_its_deadline_in_system_status() -> None:
+    agent = {"host": "web-1", "pid": 1, "last_seen": NOW.isoformat(), "exited_at": None, "is_stale": False}
+    status = dict(zip(AGENT_COLUMNS, agent_row(agent, NOW), strict=True))["Status"]
+    assert status == "ok"
+    drain = {"deadline": "2026-01-01T12:10:00+00:00", "message": "m", "started_at": NOW.isoformat(), "by": "ops"}
+    status = dict(zip(AGENT_COLUMNS, agent_row({**agent, "drain": drain}, NOW), strict=True))["Status"]
+    assert status == "draining until 12:10:00 UTC"

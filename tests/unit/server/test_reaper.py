@@ -306,5 +306,10 @@ async def test_server_runs_the_reaper_at_start(db_target: DatabaseTarget, clock:
         await eventually(ended)
         row = (await c.get(f"/sessions/{silent}")).json()
         assert row["ended_by"] == "reaper"
-        text = (await c.get("/metrics")).text
-        assert metric(text, "session_monitor_sessions_ended_total", reason="expired") == 1.0
+
+        # The reaper counts what it ended once its write has committed: just after the row shows it.
+        async def counted() -> bool:
+            text = (await c.get("/metrics")).text
+            return metric(text, "session_monitor_sessions_ended_total", reason="expired") == 1.0
+
+        await eventually(counted)

@@ -46,6 +46,7 @@ def _row(sid: str, **values: Any) -> dict[str, Any]:
         status="idle",
         kill_requested=False,
         changed_at=T0 - timedelta(seconds=30),
+        exempt=False,
     )
     row.update(values)
     return row
@@ -116,6 +117,7 @@ def _edge_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         _row("interaction-future", last_interaction_at=T0 + timedelta(seconds=5)),
         _row("interaction-now", last_interaction_at=T0),
         _row("disconnected", disconnected_at=T0 - timedelta(seconds=2), visibility="visible"),
+        _row("exempt", exempt=True),
         _row(
             "kill-pending",
             kill_requested=True,

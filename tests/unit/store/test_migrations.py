@@ -147,6 +147,7 @@ async def test_version_1_database_upgrades_without_losing_rows(db_target: Databa
             conn, "sessions"
         )
         assert sa.inspect(conn).has_table("audit_log")
+        assert sa.inspect(conn).has_table("policies") and "exempt" in column_names(conn, "sessions")
 
     await read(db_target, check_schema)
 
@@ -169,6 +170,7 @@ async def test_version_1_database_upgrades_without_losing_rows(db_target: Databa
         )
         assert running["task_started_at"] is None and running["task_seconds"] is None
         assert killed["kill_requested"] is True and killed["is_stale"] is True and killed["state"] == "stale"
+        assert not any(r["exempt"] for r in rows)  # v9's flag defaults to false on old rows
         assert (await store.list_sessions(SessionFilters(), live=False)) == ([], 0)
     finally:
         await db.close()
@@ -386,8 +388,13 @@ async def test_failed_upgrade_leaves_database_as_it_was(db_target: DatabaseTarge
     assert await upgrade(db_target) == list(range(2, migrations.LATEST_VERSION + 1))
 
 
-def test_the_chain_is_v1_to_v8_with_loop_health_before_session_cost() -> None:
-    assert [m.version for m in migrations.MIGRATIONS] == list(range(1, 9)) and migrations.LATEST_VERSION == 8
-    by_version = {m.version: m for m in migrations.MIGRATIONS}
-    assert by_version[7].apply.__name__ == "_v7_loop_health"
-    assert by_version[8].apply.__name__ == "_v8_session_cost"
+CHAIN = ("loop_health", "session_cost", "notices", "drain", "policies", "shared_config")
+"""The migrations from v7 on, in order (each function is named ``_v<version>_<what>``)."""
+
+
+def test_the_chain_is_consecutive_and_in_the_order_the_features_landed() -> None:
+    versions = [m.version for m in migrations.MIGRATIONS]
+    assert versions == list(range(1, len(versions) + 1)) and versions[-1] == migrations.LATEST_VERSION
+    names = [m.apply.__name__ for m in migrations.MIGRATIONS]
+    assert all(name.startswith(f"_v{m.version}_") for name, m in zip(names, migrations.MIGRATIONS, strict=True))
+    assert names[6:] == [f"_v{7 + i}_{what}" for i, what in enumerate(CHAIN)]

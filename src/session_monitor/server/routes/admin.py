@@ -1,4 +1,4 @@
-"""History of ended sessions and the audit log (admin token required)."""
+"""History of ended sessions (viewer) and the audit log (admin)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator
 
 from session_monitor.protocol import MAX_ACTOR, PRINTABLE_FORMAT, AuditList, SessionList
-from session_monitor.server.deps import AdminDep, StoreDep
+from session_monitor.server.deps import AdminDep, StoreDep, ViewerDep
 from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.routes._common import (
     AppFilter,
@@ -25,14 +25,30 @@ from session_monitor.text import printable
 router = APIRouter(tags=["history and audit"], dependencies=[SingleValuedQuery])
 
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size.")]
-EndReasonFilter = Literal["closed", "browser_lost", "killed", "expired", "process_exit", "process_lost"]
-ActionFilter = Literal["kill", "kill_all", "cleanup"]
+EndReasonFilter = Literal[
+    "closed", "browser_lost", "killed", "expired", "process_exit", "process_lost", "drained", "refused"
+]
+ActionFilter = Literal[
+    "kill",
+    "kill_all",
+    "kill_scheduled",
+    "kill_cancelled",
+    "cleanup",
+    "announce",
+    "unannounce",
+    "drain",
+    "undrain",
+    "policies",
+    "config_set",
+    "config_delete",
+    "config_revert",
+]
 
 
 @router.get("/history", response_model=SessionList, summary="Ended sessions", responses=READ_ADMIN)
 async def list_history(
     store: StoreDep,
-    _: AdminDep,
+    _: ViewerDep,
     app: AppFilter = None,
     reason: Annotated[EndReasonFilter | None, Query(description="Only sessions that ended this way.")] = None,
     user: UserFilter = None,

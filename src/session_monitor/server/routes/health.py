@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from session_monitor._version import __version__
 from session_monitor.protocol import API_VERSION, Health
-from session_monitor.server.deps import AgentStoreDep, MetricsDep, MetricsReaderDep, StoreDep
+from session_monitor.server.deps import AgentStoreDep, MetricsDep, MetricsReaderDep, PublicDep, StoreDep
 from session_monitor.server.errors import WriteHealth, error_responses
 from session_monitor.server.routes._common import JSONBytes
 
@@ -24,7 +24,7 @@ router = APIRouter(tags=["operations"])
     summary="Health check",
     responses={503: {"model": Health, "description": "Degraded: `database` says what is wrong."}},
 )
-async def healthz(store: StoreDep, request: Request) -> JSONBytes:
+async def healthz(store: StoreDep, request: Request, _: PublicDep) -> JSONBytes:
     """200 when the database answers and takes writes; 503 ``degraded`` with ``database`` saying what is wrong:
     ``unavailable`` (it does not answer) or ``disk_full`` (its last write failed for lack of disk space; reads
     still work, and the next write that succeeds clears it)."""

@@ -14,7 +14,7 @@ import uuid
 from fastapi import APIRouter
 
 from session_monitor.protocol import HeartbeatResponse, SessionCreate, SessionCreated, StatusResponse, StatusUpdate
-from session_monitor.server.deps import ClientDep, EnderDep, MetricsDep, StoreDep, as_actor
+from session_monitor.server.deps import ClientDep, MetricsDep, StoreDep, as_actor
 from session_monitor.server.errors import WRITE_CLIENT, WRITE_SESSION
 from session_monitor.server.routes._common import SessionId, checked_session_id
 
@@ -35,7 +35,7 @@ async def create_session(body: SessionCreate, store: StoreDep, metrics: MetricsD
     "/sessions/{session_id}", response_model=StatusResponse, summary="End a session", responses=WRITE_SESSION
 )
 async def delete_session(
-    session_id: SessionId, store: StoreDep, metrics: MetricsDep, principal: EnderDep
+    session_id: SessionId, store: StoreDep, metrics: MetricsDep, principal: ClientDep
 ) -> StatusResponse:
     """End a live session (``closed``, or ``killed`` if a kill was requested); it stays in the history."""
     reason = await store.end_session(checked_session_id(session_id), "closed", as_actor(principal))

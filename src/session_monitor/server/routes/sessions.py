@@ -12,25 +12,35 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator
 from starlette.background import BackgroundTask
 
 from session_monitor import defaults
+from session_monitor.errors import SessionNotFound
 from session_monitor.protocol import (
     MAX_APP_NAME,
     PRINTABLE_FORMAT,
     CleanupResponse,
     KillAllResponse,
     KillRequest,
+    KillResponse,
     SessionList,
     SessionOut,
-    StatusResponse,
     UTCTime,
 )
-from session_monitor.server.deps import AdminDep, HubDep, MetricsDep, ReaderDep, StoreDep, as_actor
-from session_monitor.server.errors import READ, READ_SESSION, WRITE_CLIENT, WRITE_SESSION
+from session_monitor.server.deps import (
+    AdminDep,
+    AppOperatorDep,
+    HubDep,
+    MetricsDep,
+    ReaderDep,
+    SessionOperatorDep,
+    StoreDep,
+    as_actor,
+)
+from session_monitor.server.errors import READ, READ_SESSION, WRITE_CLIENT
 from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
@@ -42,6 +52,7 @@ from session_monitor.server.routes._common import (
     UserFilter,
     checked_session_id,
 )
+from session_monitor.server.routes.notices import WRITE_NOTICE, kill_deadline, notice_store, notices_changed
 from session_monitor.store import SessionFilters
 from session_monitor.store.changes import CURSOR_OVERLAP
 from session_monitor.text import printable
@@ -125,31 +136,51 @@ async def get_session(session_id: SessionId, store: StoreDep, _: ReaderDep) -> R
 
 
 @router.post(
-    "/sessions/{session_id}/kill", response_model=StatusResponse, summary="Kill a session", responses=WRITE_SESSION
+    "/sessions/{session_id}/kill",
+    response_model=KillResponse,
+    response_model_exclude_none=True,  # a kill now answers exactly as the prototype's did
+    summary="Kill a session",
+    responses=WRITE_NOTICE,
 )
 async def kill_session(
     session_id: SessionId,
+    request: Request,
     store: StoreDep,
     hub: HubDep,
     metrics: MetricsDep,
-    principal: AdminDep,
+    principal: SessionOperatorDep,
     body: Annotated[KillRequest | None, Body()] = None,
-) -> StatusResponse:
-    """Ask a session to end; its client learns it on its next contact. Recorded in the audit log."""
+) -> KillResponse:
+    """Ask a session to end; its client learns it on its next contact. Recorded in the audit log.
+
+    With ``delay_s`` or ``at``: a kill with notice. The page shows a countdown; the kill runs at the deadline
+    unless cancelled (``DELETE /pending-kills/{id}``)."""
+    deadline = kill_deadline(body, store.clock())
+    if deadline is not None:
+        assert body is not None
+        pending = await notice_store(request).schedule_kill(
+            session_id=checked_session_id(session_id), app_name=None, deadline=deadline, reason=body.reason,
+            actor=as_actor(principal),
+        )  # fmt: skip
+        if pending is None:
+            raise SessionNotFound(session_id)
+        await notices_changed(request, hub)
+        return KillResponse(status="kill_scheduled", pending_kill_id=pending["id"], deadline=deadline)
     session = await store.request_kill(
         checked_session_id(session_id), as_actor(principal), body.reason if body else None
     )
     if session["agent_id"]:
         hub.notify([session["agent_id"]])
     metrics.kills.labels("session").inc()
-    return StatusResponse(status="kill_requested")
+    return KillResponse(status="kill_requested")
 
 
 @router.post(
     "/apps/{app_name:anypath}/kill-all",
     response_model=KillAllResponse,
+    response_model_exclude_none=True,
     summary="Kill all of an app",
-    responses=WRITE_CLIENT,
+    responses=WRITE_NOTICE,
 )
 async def kill_all_sessions(
     app_name: Annotated[
@@ -162,13 +193,29 @@ async def kill_all_sessions(
         ),
         AfterValidator(printable),
     ],
+    request: Request,
     store: StoreDep,
     hub: HubDep,
     metrics: MetricsDep,
-    principal: AdminDep,
+    principal: AppOperatorDep,
     body: Annotated[KillRequest | None, Body()] = None,
 ) -> KillAllResponse:
-    """Ask every live session of the app to end; returns how many. Recorded in the audit log."""
+    """Ask every live session of the app to end; returns how many. Recorded in the audit log.
+
+    With ``delay_s`` or ``at``: a kill with notice. Its pages (and those opened meanwhile) show a countdown;
+    at the deadline every live session of the app is killed, unless cancelled. An app never seen is 404."""
+    deadline = kill_deadline(body, store.clock())
+    if deadline is not None:
+        assert body is not None
+        pending = await notice_store(request).schedule_kill(
+            session_id=None, app_name=app_name, deadline=deadline, reason=body.reason, actor=as_actor(principal)
+        )
+        if pending is None:
+            raise HTTPException(404, f"unknown app {app_name!r}")
+        await notices_changed(request, hub)
+        return KillAllResponse(
+            killed_count=0, pending_kill_id=pending["id"], deadline=deadline, live_count=pending["live_count"]
+        )
     outcome = await store.request_kill_app(app_name, as_actor(principal), body.reason if body else None)
     hub.notify(outcome.agent_ids)
     metrics.kills.labels("app").inc(outcome.killed_count)

@@ -1,4 +1,4 @@
-"""Stalls of the Panel processes' IOLoops: ``GET /stalls`` (admin), and how a sync's stalls are stored."""
+"""Stalls of the Panel processes' IOLoops: ``GET /stalls`` (viewer), and how a sync's stalls are stored."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from session_monitor.protocol import MAX_SESSION_ID, SESSION_ID_PATTERN, StallList, SyncRequest, UTCTime
-from session_monitor.server.deps import AdminDep, StallStoreDep
+from session_monitor.server.deps import StallStoreDep, ViewerDep
 from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.metrics import Metrics
 from session_monitor.server.routes._common import AppFilter, HostFilter, JSONBytes, Offset, SingleValuedQuery
@@ -44,7 +44,7 @@ async def record_stalls(store: StallStore, metrics: Metrics, agent_id: str, body
 @router.get("/stalls", response_model=StallList, summary="Stalls of the Panel processes' IOLoops", responses=READ_ADMIN)
 async def list_stalls(
     store: StallStoreDep,
-    _: AdminDep,
+    _: ViewerDep,
     app: AppFilter = None,
     session: SessionFilter = None,
     host: HostFilter = None,

@@ -1,4 +1,4 @@
-"""Aggregates for the dashboard's plots (admin token required, like the history)."""
+"""Aggregates for the dashboard's plots (viewer, like the history)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from session_monitor.server.deps import AdminDep, StoreDep
+from session_monitor.server.deps import StoreDep, ViewerDep
 from session_monitor.server.errors import READ_ADMIN
 from session_monitor.server.routes._common import JSONBytes, SingleValuedQuery
 
@@ -21,7 +21,7 @@ MAX_BUCKETS = 2000
 )
 async def get_timeline(
     store: StoreDep,
-    _: AdminDep,
+    _: ViewerDep,
     window_s: Annotated[float, Query(gt=0, le=8 * 24 * 3600, description="How far back, in seconds.")] = 3600,
     step_s: Annotated[float, Query(ge=1, le=24 * 3600, description="Seconds between two points.")] = 60,
     max_apps: Annotated[int, Query(ge=1, le=100, description="Apps with a series of their own; the rest summed.")] = 10,
