@@ -133,6 +133,7 @@ class SharedConfig:
             except ConfigConflict as exc:
                 value, version = _from_conflict(exc, default)
                 await asyncio.sleep(_backoff_s(attempt))
+                value, version = self._fresher(key, value, version)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None) -> Any:
@@ -147,7 +148,16 @@ class SharedConfig:
             except ConfigConflict as exc:
                 value, version = _from_conflict(exc, default)
                 time.sleep(_backoff_s(attempt))
+                value, version = self._fresher(key, value, version)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fresher(self, key: str, value: Any, version: int) -> tuple[Any, int]:
+        """After a pause the conflict's value may be stale: take the pushed one if the cache has a newer version
+        (otherwise a writer that backs off could keep losing to writers that do not)."""
+        entry = self._cache.entry(self.app, key)
+        if entry is None or entry.version <= version:
+            return value, version
+        return self.get(key), entry.version
 
     def _current(self, key: str, default: Any) -> tuple[Any, int]:
         entry = self._cache.entry(self.app, key)
@@ -207,7 +217,7 @@ def _from_conflict(exc: ConfigConflict, default: Any) -> tuple[Any, int]:
 def _backoff_s(attempt: int) -> float:
     """After a lost compare-and-set: a random pause that grows with the losses (up to 50 ms), so writers that
     collided do not collide again in lockstep and the server is not flooded with attempts bound to lose."""
-    return random.uniform(0, min(0.05, 0.004 * 2**attempt))
+    return random.uniform(0, 0.004 * 2 ** min(attempt, 3.6))  # 3.6: at most ~48 ms, and no float overflow
 
 
 def _warn_if_on_loop(name: str) -> None:
