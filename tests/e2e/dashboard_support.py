@@ -151,3 +151,25 @@ def watch(page: Page) -> Watched:
     page.on("dialog", on_dialog)
     page.on("websocket", on_websocket)
     return watched
+
+
+TAB_SHOWN_JS = """(title) => {
+  for (const doc of Bokeh.documents) {
+    for (const m of doc._all_models.values()) {
+      if (!Array.isArray(m.tabs) || typeof m.active !== 'number') continue;
+      if (!m.tabs.some((t) => t.title === title)) continue;
+      const shown = m.tabs[m.active];
+      const pending = (shown.child.children || []).some((c) => (c.css_classes || []).includes('sm-tab-pending'));
+      return shown.title === title && !pending;
+    }
+  }
+  return false;
+}"""
+"""The dashboard's tab ``title`` is the one shown and holds its content, not the placeholder of a tab not built
+(``session_monitor.dashboard.tabs.PENDING_CLASS``)."""
+
+
+def show_tab(page: Page, title: str, timeout_ms: float = 10_000) -> None:
+    """Open a tab of the dashboard and wait for its content: tabs are built on the server when first opened."""
+    page.get_by_text(title, exact=True).first.click()
+    page.wait_for_function(TAB_SHOWN_JS, arg=title, timeout=timeout_ms)

@@ -29,6 +29,7 @@ from session_monitor.dashboard.roles import NO_ACCESS, RoleMap, role_text
 from session_monitor.dashboard.safe import escaped, visible_controls
 from session_monitor.dashboard.sessions_view import SessionsView
 from session_monitor.dashboard.stalls_view import AGENT_LOOP_COLUMNS, StallsView, agent_loop_row
+from session_monitor.dashboard.tabs import LazyTabs
 from session_monitor.dashboard.views import (
     AUDIT_COLUMNS,
     HISTORY_COLUMNS,
@@ -128,7 +129,7 @@ def create_dashboard(
             *([("Config", config.panel())] if role.is_admin else []),  # shared config: the admins' from here
             ("Plots", plots.panel()),
         ]
-        tabs = pn.Tabs(*shown, dynamic=False, sizing_mode="stretch_width")
+        tabs = LazyTabs(shown, sizing_mode="stretch_width").tabs  # each tab built when first opened
         who = pn.pane.HTML(
             f"signed in as <b>{escaped(visible_controls(actor))}</b> ({escaped(role_text(role))}) · "
             "<a href='/logout'>log out</a>"
