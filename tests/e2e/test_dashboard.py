@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, FloatRect, Locator, Page, expect
 from tests.e2e.dashboard_support import (
     ADMIN_TOKEN,
     PASSWORD,
@@ -102,6 +102,17 @@ def open_dashboard(page: Page, url: str, search: str | None = None) -> None:
 def search_for(page: Page, text: str) -> None:
     box = page.get_by_placeholder("id, app, user, task, host")
     box.fill(text)
+
+
+def box_of(locator: Locator) -> FloatRect:
+    """The element's box. A running session's row redraws every second (its task's time moves), and a redraw can
+    replace the cell between a visibility check and the read, which then finds no box: read again."""
+    for _ in range(50):
+        box = locator.bounding_box()
+        if box is not None:
+            return box
+        locator.page.wait_for_timeout(100)
+    raise AssertionError(f"{locator} has no box for 5 s")
 
 
 def row_of(page: Page, text: str) -> Locator:
@@ -353,15 +364,15 @@ def test_long_and_bidi_client_text_is_cut_shown_visibly_and_kill_stays_in_view(
     long_cell = row_of(page, f"{tag}-long").locator('.tabulator-cell[tabulator-field="app"]')
     assert long_cell.locator("span").get_attribute("title") == long_app, "the whole name on hover"
     expect(long_cell).to_be_visible()
-    box = long_cell.bounding_box()
-    assert box is not None and box["width"] <= 330, box
+    box = box_of(long_cell)
+    assert box["width"] <= 330, box
     assert long_cell.evaluate("el => el.scrollWidth > el.clientWidth"), "a long name is cut, not the columns"
     assert long_cell.evaluate("el => getComputedStyle(el).textOverflow") == "ellipsis"
     for sid in (f"{tag}-long", f"{tag}-bidi"):
         kill = row_of(page, sid).get_by_text("Kill", exact=True)
         expect(kill).to_be_visible()
-        kill_box = kill.bounding_box()
-        assert kill_box is not None and kill_box["x"] + kill_box["width"] <= width, kill_box
+        kill_box = box_of(kill)
+        assert kill_box["x"] + kill_box["width"] <= width, kill_box
 
     bidi_cell = row_of(page, f"{tag}-bidi").locator('.tabulator-cell[tabulator-field="app"]')
     assert bidi_cell.inner_text().strip() == f"{tag} invoice⟨U+202E⟩gnp.exe"
@@ -391,8 +402,8 @@ def test_long_and_bidi_client_text_is_cut_shown_visibly_and_kill_stays_in_view(
     for header in ("Host", "Status", "Apps", "Sessions", "Last seen"):
         column = agents.locator(".tabulator-col", has_text=header).first
         expect(column).to_be_visible()
-        head_box = column.bounding_box()
-        assert head_box is not None and head_box["x"] + head_box["width"] <= width, (header, head_box)
+        head_box = box_of(column)
+        assert head_box["x"] + head_box["width"] <= width, (header, head_box)
     page.screenshot(path=SCREENSHOTS / "dashboard-long-and-bidi-system-status.png")
 
 
