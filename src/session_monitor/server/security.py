@@ -89,68 +89,56 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = _header(scope, b"host") or ""
-        if not host_allowed(host, self.host_allowlist):
-            await send_error(
-                send,
-                421,
-                f"host {host[:100]!r} is not served (DNS-rebinding guard): add it to SESSION_MONITOR_ALLOWED_HOSTS",
-            )
+        method, path = scope["method"], scope.get("path", "")
+        limit = self._limit(method, path)
+        refusal = self._refusal(scope, method) or _declared_length_problem(scope, limit)
+        if refusal is not None:
+            await send_error(send, *refusal)
             return
-        method = scope["method"]
-        if method in STATE_CHANGING:
-            problem = self._cross_site(scope, host)
-            if problem:
-                await send_error(send, 403, problem)
-                return
-        # An agent's full sync carries every session of its process: it gets a larger limit.
-        path = scope.get("path", "")
-        limit = (
-            self.max_sync_body_bytes if path.startswith("/agents/") and path.endswith("/sync") else self.max_body_bytes
-        )
-        if method == "PUT" and path.startswith("/config/"):
-            limit = max(limit, CONFIG_BODY_LIMIT)  # the route measures the value itself (compact JSON)
-        length = _header(scope, b"content-length")
-        if length is not None:
-            # isdigit() alone admits non-ASCII digits ("\xb2") that int() refuses, and a huge run of
-            # digits exceeds int()'s limit: both raised a 500.
-            if not (length.isascii() and length.isdigit()):
-                await send_error(send, 400, "invalid Content-Length header")
-                return
-            declared = length.lstrip("0") or "0"
-            if len(declared) > 18 or int(declared) > limit:
-                shown = declared if len(declared) <= 18 else "more than 10**18"
-                await send_error(send, 413, f"request body of {shown} bytes exceeds the limit of {limit} bytes")
-                return
         if method not in STATE_CHANGING:
             await self.app(scope, receive, send)
             return
         # Read the body up front (it is small) so a chunked body over the limit is refused before any work.
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await _read_body(receive, limit)
+        if body is None:
+            return  # the client left
+        if isinstance(body, tuple):
+            await send_error(send, *body)
+            return
+        data: bytes = body
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": data, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _limit(self, method: str, path: str) -> int:
+        """The body limit of a request: an agent's full sync carries every session of its process, a config
+        value is measured by its route (compact JSON)."""
+        sync = path.startswith("/agents/") and path.endswith("/sync")
+        limit = self.max_sync_body_bytes if sync else self.max_body_bytes
+        if method == "PUT" and path.startswith("/config/"):
+            limit = max(limit, CONFIG_BODY_LIMIT)
+        return limit
+
+    def _refusal(self, scope: Scope, method: str) -> tuple[int, str] | None:
+        """A host outside the allowlist (421) or a cross-site state change (403)."""
+        host = _header(scope, b"host") or ""
+        if not host_allowed(host, self.host_allowlist):
+            return (
+                421,
+                f"host {host[:100]!r} is not served (DNS-rebinding guard): add it to SESSION_MONITOR_ALLOWED_HOSTS",
+            )
+        if method in STATE_CHANGING:
+            problem = self._cross_site(scope, host)
+            if problem:
+                return 403, problem
+        return None
 
     def _cross_site(self, scope: Scope, host: str) -> str | None:
         origin = _header(scope, b"origin")
@@ -169,6 +157,39 @@ class GuardMiddleware:
         elif origin == "null":
             return "request with Origin: null refused"
         return None
+
+
+def _declared_length_problem(scope: Scope, limit: int) -> tuple[int, str] | None:
+    """A ``Content-Length`` that is not a number (400) or over ``limit`` (413)."""
+    length = _header(scope, b"content-length")
+    if length is None:
+        return None
+    # isdigit() alone admits non-ASCII digits ("\xb2") that int() refuses, and a huge run of digits exceeds
+    # int()'s limit: both raised a 500.
+    if not (length.isascii() and length.isdigit()):
+        return 400, "invalid Content-Length header"
+    declared = length.lstrip("0") or "0"
+    if len(declared) > 18 or int(declared) > limit:
+        shown = declared if len(declared) <= 18 else "more than 10**18"
+        return 413, f"request body of {shown} bytes exceeds the limit of {limit} bytes"
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | tuple[int, str] | None:
+    """The whole request body, a 413 once it exceeds ``limit``, or ``None`` if the client left."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return 413, f"request body exceeds the limit of {limit} bytes"
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def bearer(authorization: str | None) -> str | None:
