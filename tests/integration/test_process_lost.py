@@ -28,7 +28,7 @@ from tests.conftest import DatabaseTarget
 from tests.helpers import ServerProcess, free_port, wait_until
 from tests.integration.test_replicas import Cluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.waits]
+pytestmark = pytest.mark.slow
 
 SESSIONS = 20
 LOST_WITHIN_S = 15.0
