@@ -178,7 +178,7 @@ async def test_sqlite_full_disk_is_507_and_reported_by_healthz() -> None:
 
 
 async def test_postgres_full_disk_is_507_and_reported_by_healthz(pg_database: str) -> None:
-    with tiny_disk("32m") as disk:  # a new database copies template1 (~7.5 MB) into it, then the schema
+    with tiny_disk("32m") as disk:  # a new database takes ~2 MB of it before the schema and its tables
         space = disk / "pg"
         space.mkdir()
         shutil.chown(space, "postgres", "postgres")
