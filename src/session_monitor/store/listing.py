@@ -273,11 +273,12 @@ class SessionsJSON:
         fields = b"".join(b',"%s":%s' % (k.encode(), orjson.dumps(v)) for k, v in extra.items())
         return b'],"total":%d%s}' % (total, fields)
 
-    def document(self, extra: dict[str, Any]) -> bytes | AsyncIterator[bytes]:
-        """The whole document when one chunk held every row, else its chunks (``extra`` after ``total``)."""
+    def document(self, extra: dict[str, Any]) -> tuple[bytes, ...] | AsyncIterator[bytes]:
+        """The whole document's consecutive parts when one chunk held every row, else its chunks (``extra``
+        after ``total``). The parts are not joined: that would copy the whole answer once more."""
         first, count = self._rows.first
         if self._rows.done:
-            return b'{"sessions":[' + first + self._tail(count, extra)
+            return b'{"sessions":[', first, self._tail(count, extra)
         return self._chunks(first, count, extra)
 
     async def _chunks(self, first: bytes, count: int, extra: dict[str, Any]) -> AsyncIterator[bytes]:

@@ -313,6 +313,12 @@ def _v12_shared_config(conn: sa.Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN config_epoch INTEGER")
 
 
+def _v13_listing_order(conn: sa.Connection) -> None:
+    """An index in the live listing's order (newest first, then by id): ``GET /sessions`` reads its rows in
+    order instead of sorting them (at 10,000 live sessions the sort took a third of SQLite's time)."""
+    conn.exec_driver_sql("CREATE INDEX ix_sessions_listing ON sessions (ended_at, start_time DESC, session_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions table (prototype shape)", _v1_sessions),
     Migration(2, "history, placement and kill intent columns", _v2_history),
@@ -326,6 +332,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "drained Panel processes", _v10_drain),
     Migration(11, "policies: session limits and exemptions", _v11_policies),
     Migration(12, "shared app configuration", _v12_shared_config),
+    Migration(13, "index in the live listing's order", _v13_listing_order),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -65,6 +65,11 @@ def _iso(value: datetime) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+def _iso_us(us: int) -> bytes:
+    """Microseconds since the epoch as :func:`_iso` writes the datetime."""
+    return _iso(_EPOCH + timedelta(microseconds=us))
+
+
 def _sqlite_iso(text: str) -> bytes:
     """Stored SQLite text as ``orjson`` writes the aware datetime (no fraction when it is zero)."""
     iso = text.replace(" ", "T", 1)
@@ -122,13 +127,28 @@ def _fresh_state(d: dict[str, Any]) -> str:
     return "disconnected" if d["disconnected_at"] is not None else str(d["status"])
 
 
+def _epoch_us(col: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """PostgreSQL: a timestamp as exact microseconds since the epoch (``extract`` gives a numeric)."""
+    return sa.cast(sa.extract("epoch", col) * 1_000_000, sa.BigInteger())
+
+
 def key_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
-    """What a cached listing selects per row: id, ``changed_at`` and heartbeat as the driver returns them."""
-    raw: sa.types.TypeEngine[Any] = sa.String() if dialect == "sqlite" else sa.DateTime(timezone=True)
+    """What a cached listing selects per row: id, ``changed_at`` and heartbeat, compared as they come.
+
+    SQLite: the stored text (fixed width, so text order is time order). PostgreSQL: microseconds since the
+    epoch, as integers: asyncpg's decoding of 20,000 ``timestamptz`` into datetimes took 6 of a 10,000-row
+    listing's 15 ms of fetching.
+    """
+    if dialect == "sqlite":
+        return [
+            sessions.c.session_id,
+            sa.type_coerce(sessions.c.changed_at, sa.String()).label("changed_at"),
+            sa.type_coerce(effective_heartbeat(), sa.String()).label("last_heartbeat"),
+        ]
     return [
         sessions.c.session_id,
-        sa.type_coerce(sessions.c.changed_at, raw).label("changed_at"),
-        sa.type_coerce(effective_heartbeat(), raw).label("last_heartbeat"),
+        _epoch_us(sessions.c.changed_at).label("changed_at"),
+        _epoch_us(effective_heartbeat()).label("last_heartbeat"),
     ]
 
 
@@ -160,22 +180,21 @@ class RowCache:
     def render(self, keys: Sequence[Any], fetched: Sequence[Any], now: datetime) -> tuple[bytes, int]:
         """The rows of ``keys`` as ``row,row,...`` and how many; ``fetched``: the rows :meth:`plan` asked for."""
         seen = time.monotonic()
-        settled = now - SETTLE
-        settled_key: Any = _sqlite_text(settled) if self._sqlite else settled
+        key: Callable[[datetime], Any] = _sqlite_text if self._sqlite else _us
+        settled_key = key(now - SETTLE)
         fresh: dict[str, bytes] = {}
         rows = self._rows
         for row in fetched:
             d = self._renderer(row, now)
             fresh[d["session_id"]] = bytes(memoryview(orjson.dumps(d)))  # right-sized (see _Entry.state)
-            changed = row.changed_at
+            changed = row.changed_at if self._sqlite or row.changed_at is None else _us(row.changed_at)
             if changed is not None and changed < settled_key and len(rows) < MAX_ROWS:
                 cached = _Entry(d, changed, seen)
                 with self._lock:  # listings render on several read threads; a sweep must not see it grow
                     rows[d["session_id"]] = cached
         now_us: int = _us(now)  # type: ignore[assignment]
-        cutoff = now - self._renderer.stale_after
-        cutoff_key: Any = _sqlite_text(cutoff) if self._sqlite else cutoff
-        iso: Callable[[Any], bytes] = _sqlite_iso if self._sqlite else _iso
+        cutoff_key = key(now - self._renderer.stale_after)
+        iso: Callable[[Any], bytes] = _sqlite_iso if self._sqlite else _iso_us
         dumps = orjson.dumps
         out: list[bytes] = []
         append = out.append

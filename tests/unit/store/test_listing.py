@@ -191,9 +191,8 @@ async def _seed(store: Store) -> list[str]:
 async def _document(store: Store, filters: SessionFilters, **kwargs: Any) -> dict[str, Any]:
     listing = await store.list_sessions_json(filters, **kwargs)
     body = listing.document({"cursor": T0})
-    if not isinstance(body, bytes):
-        body = b"".join([chunk async for chunk in body])
-    result: dict[str, Any] = orjson.loads(body)
+    parts = body if isinstance(body, tuple) else [chunk async for chunk in body]
+    result: dict[str, Any] = orjson.loads(b"".join(parts))
     return result
 
 
@@ -232,7 +231,7 @@ async def test_json_listing_streams_in_chunks(store: Store, monkeypatch: pytest.
         listing = await store.list_sessions_json(SessionFilters())
         body = listing.document({})
         listing.close()
-        assert isinstance(body, bytes) == (chunk_rows >= len(want))
+        assert isinstance(body, tuple) == (chunk_rows >= len(want))
         doc = await _document(store, SessionFilters())
         _assert_same(doc["sessions"], _reference(want))
         assert doc["total"] == len(want)

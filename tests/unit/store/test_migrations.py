@@ -388,7 +388,7 @@ async def test_failed_upgrade_leaves_database_as_it_was(db_target: DatabaseTarge
     assert await upgrade(db_target) == list(range(2, migrations.LATEST_VERSION + 1))
 
 
-CHAIN = ("loop_health", "session_cost", "notices", "drain", "policies", "shared_config")
+CHAIN = ("loop_health", "session_cost", "notices", "drain", "policies", "shared_config", "listing_order")
 """The migrations from v7 on, in order (each function is named ``_v<version>_<what>``)."""
 
 

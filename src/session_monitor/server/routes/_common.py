@@ -1,8 +1,9 @@
-"""Shared parameter types and the fast JSON response of the routers."""
+"""Shared parameter types and the fast JSON responses of the routers."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import AfterValidator
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.types import Receive, Scope, Send
 
 from session_monitor.errors import SessionNotFound
 from session_monitor.protocol import (
@@ -67,6 +69,32 @@ class JSONBytes(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class JSONParts(Response):
+    """A JSON document given as its consecutive parts, sent one after another with one ``Content-Length``.
+
+    A listing of 10,000 sessions is 6.5 MB: joining its head, rows and tail into one ``bytes`` on the event
+    loop cost a copy of it (about 6 ms, most of it page faults of the new buffer) before the first byte left.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, parts: Sequence[bytes], status_code: int = 200) -> None:
+        self.parts = tuple(part for part in parts if part)
+        super().__init__(b"", status_code=status_code)
+        self.headers["content-length"] = str(sum(len(part) for part in self.parts))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method") != "HEAD":
+            last = len(self.parts) - 1
+            for i, part in enumerate(self.parts):
+                await send({"type": "http.response.body", "body": part, "more_body": i < last})
+            if last < 0:
+                await send({"type": "http.response.body", "body": b""})
+        if self.background is not None:
+            await self.background()
 
 
 def checked_session_id(session_id: str) -> str:

@@ -45,6 +45,7 @@ from session_monitor.server.routes._common import (
     AppFilter,
     HostFilter,
     JSONBytes,
+    JSONParts,
     Offset,
     SearchFilter,
     SessionId,
@@ -93,8 +94,8 @@ async def list_sessions(
         # Rows rendered as JSON by the database; a long listing is streamed, chunk by chunk.
         listing = await store.list_sessions_json(filters, limit=limit, offset=offset)
         body = listing.document({"cursor": cursor})
-        if isinstance(body, bytes):
-            return Response(body, media_type="application/json")
+        if isinstance(body, tuple):
+            return JSONParts(body)
         # The background task frees the read connection even if the client leaves before the body starts.
         return StreamingResponse(body, media_type="application/json", background=BackgroundTask(listing.close))
     clashing = [name for name, value in (("status", status), ("q", q), ("limit", limit), ("offset", offset)) if value]
