@@ -32,7 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from session_monitor.errors import ConfigError, SessionMonitorError
 from session_monitor.store import migrations
-from session_monitor.store.streams import AsyncRowStream, Render, RowStream, ThreadRowStream
+from session_monitor.store.streams import AsyncRowStream, Render, RowStream, ThreadRowStream, Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -266,18 +266,22 @@ class Database:
         *,
         chunk_rows: int,
         count: sa.Select[Any] | None = None,
+        unpack: Unpack | None = None,
     ) -> RowStream[T]:
         """``render`` of the rows of ``query``, ``chunk_rows`` at a time, in one read transaction.
 
         The first chunk (and ``count``, when given) is read before this returns, so a failing query fails
         here, before an answer has started; close the stream (or read it to its end) to free its connection.
+        ``unpack``: ``query`` packs its rows into one, and this gives them back (read whole, then chunked).
         """
         stream: RowStream[T]
         if self.sync_read_engine is not None:
             assert self.read_executor is not None
-            stream = ThreadRowStream(self.sync_read_engine, self.read_executor, query, render, chunk_rows, count)
+            stream = ThreadRowStream(
+                self.sync_read_engine, self.read_executor, query, render, chunk_rows, count, unpack
+            )
         else:
-            stream = AsyncRowStream(self.read_engine, query, render, chunk_rows, count)
+            stream = AsyncRowStream(self.read_engine, query, render, chunk_rows, count, unpack)
         await stream.open()
         return stream
 

@@ -18,7 +18,7 @@ from session_monitor.store.base import LIST_PARTITION_ROWS, SessionFilters, Stor
 from session_monitor.store.listing import SessionsJSON, join_rows, json_query
 from session_monitor.store.models import audit_log, sessions
 from session_monitor.store.render import SESSION_FROM, effective_heartbeat
-from session_monitor.store.rowcache import key_columns
+from session_monitor.store.rowcache import key_columns, packed_keys
 from session_monitor.store.streams import TwoStep
 
 LIST_CHUNK_ROWS = 10_000
@@ -81,7 +81,10 @@ class SessionReads(StoreBase):
         query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=True)
         cache = self.row_cache
         render = TwoStep(cache.plan, lambda keys, fetched: cache.render(keys, fetched, now))
-        return SessionsJSON(await self.db.stream(query, render, chunk_rows=LIST_CHUNK_ROWS, count=count))
+        unpack = None
+        if self.db.dialect == "sqlite":
+            query, unpack = packed_keys(query)
+        return SessionsJSON(await self.db.stream(query, render, chunk_rows=LIST_CHUNK_ROWS, count=count, unpack=unpack))
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         now = self.clock()

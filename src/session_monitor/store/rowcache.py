@@ -152,6 +152,37 @@ def key_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
     ]
 
 
+_SEP = "\x1f"
+"""Between packed values: a control character, which no stored id or timestamp holds (they are refused)."""
+
+
+def packed_keys(query: sa.Select[Any]) -> tuple[sa.Select[Any], Callable[[Sequence[Any]], list[Any]]]:
+    """SQLite: the key columns of ``query`` (:func:`key_columns`, in its order) packed into one row of three
+    ``group_concat`` texts, and the function that gives the rows back.
+
+    The sqlite3 module releases the GIL around each row's step and takes it back after: beside a busy event
+    loop (heartbeats) each of 10,000 steps could wait for the GIL, and a listing took 95 ms instead of 35. One
+    row is one step, and splitting three texts costs about 2 ms. (A subquery with ORDER BY under an aggregate
+    is not flattened, so ``group_concat`` sees the rows in order; the listing tests check the order.)
+    """
+    keys = query.subquery("k")
+    sep = sa.literal(_SEP)
+    packed = sa.select(
+        sa.func.group_concat(keys.c.session_id, sep),
+        sa.func.group_concat(sa.func.coalesce(keys.c.changed_at, ""), sep),
+        sa.func.group_concat(keys.c.last_heartbeat, sep),
+    )
+
+    def unpack(rows: Sequence[Any]) -> list[Any]:
+        ids, changed, beats = rows[0]
+        if ids is None:
+            return []
+        stamps = [stamp or None for stamp in changed.split(_SEP)]
+        return list(zip(ids.split(_SEP), stamps, beats.split(_SEP), strict=True))
+
+    return packed, unpack
+
+
 class RowCache:
     """Session rows' JSON by id, for one store instance (see the module docstring)."""
 

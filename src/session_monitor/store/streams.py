@@ -34,6 +34,21 @@ class TwoStep(Generic[T]):
 Render = Callable[[Sequence[sa.Row[Any]]], T] | TwoStep[T]
 """How a stream renders a chunk of rows: one function of the rows, or :class:`TwoStep`."""
 
+Unpack = Callable[[Sequence[sa.Row[Any]]], list[Any]]
+"""For a query that packs its rows into one (e.g. SQLite's ``group_concat``): the rows it packed."""
+
+
+class _Unpacked:
+    """The rows of a packed query's answer, handed out as ``fetchmany`` would."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows, self._at = rows, 0
+
+    def fetchmany(self, size: int) -> list[Any]:
+        chunk = self._rows[self._at : self._at + size]
+        self._at += len(chunk)
+        return chunk
+
 
 def _render_sync(render: Render[T], conn: sa.Connection, rows: Sequence[Any]) -> T:
     if isinstance(render, TwoStep):
@@ -100,19 +115,21 @@ class ThreadRowStream(RowStream[T]):
         render: Render[T],
         chunk_rows: int,
         count: sa.Select[Any] | None,
+        unpack: Unpack | None = None,
     ) -> None:
         self._engine, self._executor, self._query, self._render = engine, executor, query, render
-        self.chunk_rows, self._count, self._carry = chunk_rows, count, []
+        self.chunk_rows, self._count, self._carry, self._unpack = chunk_rows, count, [], unpack
         self._lock = threading.Lock()
         self._conn: sa.Connection | None = None
-        self._result: sa.CursorResult[Any] | None = None
+        self._result: sa.CursorResult[Any] | _Unpacked | None = None
 
     def _open(self) -> tuple[int | None, T, bool]:
         with self._lock:
             self._conn = self._engine.connect()
             try:
                 total = None if self._count is None else int(self._conn.execute(self._count).scalar_one())
-                self._result = self._conn.execute(self._query)
+                result = self._conn.execute(self._query)
+                self._result = result if self._unpack is None else _Unpacked(self._unpack(result.all()))
                 first, done = self._fetch()
             except BaseException:
                 self._release()
@@ -172,11 +189,13 @@ class AsyncRowStream(RowStream[T]):
         render: Render[T],
         chunk_rows: int,
         count: sa.Select[Any] | None,
+        unpack: Unpack | None = None,
     ) -> None:
         self._engine, self._query, self._render = engine, query, render
-        self.chunk_rows, self._count, self._carry = chunk_rows, count, []
+        self.chunk_rows, self._count, self._carry, self._unpack = chunk_rows, count, [], unpack
         self._conn: AsyncConnection | None = None
         self._result: AsyncResult[Any] | None = None
+        self._unpacked: _Unpacked | None = None
         self._closing: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -184,16 +203,23 @@ class AsyncRowStream(RowStream[T]):
         try:
             if self._count is not None:
                 self.total = int((await self._conn.execute(self._count)).scalar_one())
-            self._result = await self._conn.stream(self._query.execution_options(yield_per=self.chunk_rows + 1))
+            if self._unpack is not None:
+                self._unpacked = _Unpacked(self._unpack((await self._conn.execute(self._query)).all()))
+            else:
+                self._result = await self._conn.stream(self._query.execution_options(yield_per=self.chunk_rows + 1))
             self.first = await self.next()
         except BaseException:
             await self._release()
             raise
 
     async def next(self) -> T:
-        if self._result is None:
+        size = self.chunk_rows + 1 - len(self._carry)
+        if self._unpacked is not None and self._conn is not None:
+            fetched: Sequence[Any] = self._unpacked.fetchmany(size)
+        elif self._result is not None:
+            fetched = await self._result.fetchmany(size)
+        else:
             raise RuntimeError("row stream is closed")
-        fetched = await self._result.fetchmany(self.chunk_rows + 1 - len(self._carry))
         rows, done = _split(self._carry, fetched, self)
         assert self._conn is not None
         try:
@@ -205,7 +231,7 @@ class AsyncRowStream(RowStream[T]):
 
     async def _release(self) -> None:
         result, conn = self._result, self._conn
-        self._result = self._conn = None
+        self._result = self._conn = self._unpacked = None
         if result is not None:
             await result.close()
         if conn is not None:
