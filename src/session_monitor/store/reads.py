@@ -81,9 +81,7 @@ class SessionReads(StoreBase):
         query, count = self._listing(filters, live=live, limit=limit, offset=offset, now=now, as_json=True)
         cache = self.row_cache
         render = TwoStep(cache.plan, lambda keys, fetched: cache.render(keys, fetched, now))
-        unpack = None
-        if self.db.dialect == "sqlite":
-            query, unpack = packed_keys(query)
+        query, unpack = packed_keys(query, self.db.dialect)
         return SessionsJSON(await self.db.stream(query, render, chunk_rows=LIST_CHUNK_ROWS, count=count, unpack=unpack))
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
