@@ -170,7 +170,10 @@ def packed_keys(query: sa.Select[Any], dialect: str) -> tuple[sa.Select[Any], Ca
     """
     keys = query.subquery("k")
     if dialect == "postgresql":
-        arrays: sa.Select[Any] = sa.select(*(sa.func.array_agg(col) for col in keys.c))
+        c = keys.c
+        arrays = sa.select(
+            sa.func.array_agg(c.session_id), sa.func.array_agg(c.changed_at), sa.func.array_agg(c.last_heartbeat)
+        )
 
         def unpack_arrays(rows: Sequence[Any]) -> list[Any]:
             ids, changed, beats = rows[0]
