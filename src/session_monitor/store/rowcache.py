@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -179,7 +179,7 @@ def packed_keys(query: sa.Select[Any], dialect: str) -> tuple[sa.Select[Any], Ca
             ids, changed, beats = rows[0]
             return [] if ids is None else list(zip(ids, changed, beats, strict=True))
 
-        return arrays, unpack_arrays
+        return cast("sa.Select[Any]", arrays), unpack_arrays
     sep = sa.literal(_SEP)
     texts = sa.select(
         sa.func.group_concat(keys.c.session_id, sep),
