@@ -244,39 +244,40 @@ class RowCache:
         out: list[bytes] = []
         append = out.append
         for sid, changed, hb in keys:
-            text = fresh.get(sid)
-            if text is not None:
-                append(text)
-                continue
+            if fresh:
+                text = fresh.get(sid)
+                if text is not None:
+                    append(text)
+                    continue
             entry = rows.get(sid)
             if entry is None or entry.changed != changed:
                 continue  # gone between the two reads (PostgreSQL reads each statement's own snapshot)
             entry.seen = seen
-            beat = entry.beat  # (heartbeat, its JSON): one attribute, read threads may race on it
+            beat = entry.beat  # (heartbeat, the row's bytes up to the duration): one attribute, threads may race
             if beat[0] != hb:
-                beat = entry.beat = (hb, iso(hb))
+                p = entry.parts
+                beat = entry.beat = (hb, b"".join((p[0], iso(hb), p[1])))
             until = entry.until_us
             if until is None:
                 until = now_us
                 stale = hb < cutoff_key
             else:
                 stale = False
-            p = entry.parts
             duration = dumps(round((until - entry.start_us) / 1_000_000, 3))
             if not stale:
                 if entry.whole:
-                    append(b"".join((p[0], beat[1], p[1], duration, entry.after)))
+                    append(b"".join((beat[1], duration, entry.after)))
                     continue
                 middle = entry.after
             else:
+                p = entry.parts
                 middle = b"".join((p[2], _TRUE, p[3], _STALE, p[4]))
             task_us, idle_us = entry.task_us, entry.idle_us
+            p = entry.parts
             append(
                 b"".join(
                     (
-                        p[0],
                         beat[1],
-                        p[1],
                         duration,
                         middle,
                         _NULL if task_us is None else dumps(round((now_us - task_us) / 1_000_000, 3)),
