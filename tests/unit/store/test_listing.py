@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from session_monitor.errors import SessionNotFound
 from session_monitor.store import Database, SessionFilters, Store, reads, rowcache
-from session_monitor.store.models import agents, sessions
+from session_monitor.store.models import UTCDateTime, agents, sessions
 from session_monitor.store.repository import Actor
 from tests.conftest import DatabaseTarget, FakeClock
 
@@ -342,3 +342,21 @@ async def test_rows_no_listing_saw_lately_are_evicted(store: Store, monkeypatch:
     monkeypatch.setattr(rowcache, "IDLE_EVICT_S", 0.0)
     odd = await _listed(store, SessionFilters(app="app/with?odd#chars"))
     assert len(odd) == 1 and len(store.row_cache) == 1
+
+
+async def test_postgresql_epoch_microseconds_are_exact_until_2106(pg_database: str) -> None:
+    """The listing's PostgreSQL keys (``rowcache.epoch_us``, a double) give every timestamp's exact microsecond."""
+    rng = random.Random(2106)
+    epoch = datetime(1970, 1, 1, tzinfo=T0.tzinfo)
+    last = int((rowcache.EXACT_UNTIL - epoch) / timedelta(microseconds=1)) - 1
+    micros = [0, 1, 999_999, 10**15 + 500_000, last, last - 1, *(rng.randrange(0, last) for _ in range(20_000))]
+    micros += [(m // 1_000_000) * 1_000_000 + frac for m in micros[:200] for frac in (0, 1, 499_999, 500_000, 999_999)]
+    column = sa.column("at", UTCDateTime())
+    values = sa.values(column, name="v").data([(epoch + timedelta(microseconds=m),) for m in micros])
+    query = sa.select(rowcache.epoch_us(values.c.at))
+    db = Database(pg_database)
+    try:
+        got = await db.read(lambda conn: [int(us) for (us,) in conn.execute(query)])
+    finally:
+        await db.close()
+    assert got == micros
