@@ -275,16 +275,12 @@ class RowCache:
             else:
                 stale = False
             duration = dumps(round((until - entry.start_us) / 1_000_000, 3))
-            if not stale:
-                if entry.whole:
-                    append(b"".join((beat[1], duration, entry.after)))
-                    continue
-                middle = entry.after
-            else:
-                p = entry.parts
-                middle = b"".join((p[2], _TRUE, p[3], _STALE, p[4]))
-            task_us, idle_us = entry.task_us, entry.idle_us
+            if not stale and entry.whole:
+                append(b"".join((beat[1], duration, entry.after)))
+                continue
             p = entry.parts
+            middle = b"".join((p[2], _TRUE, p[3], _STALE, p[4])) if stale else entry.after
+            task_us, idle_us = entry.task_us, entry.idle_us
             append(
                 b"".join(
                     (

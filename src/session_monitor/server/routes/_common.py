@@ -81,18 +81,16 @@ class JSONParts(Response):
     media_type = "application/json"
 
     def __init__(self, parts: Sequence[bytes], status_code: int = 200) -> None:
-        self.parts = tuple(part for part in parts if part)
+        self.parts = tuple(parts)
         super().__init__(b"", status_code=status_code)
         self.headers["content-length"] = str(sum(len(part) for part in self.parts))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if scope.get("method") != "HEAD":
-            last = len(self.parts) - 1
-            for i, part in enumerate(self.parts):
-                await send({"type": "http.response.body", "body": part, "more_body": i < last})
-            if last < 0:
-                await send({"type": "http.response.body", "body": b""})
+            for part in self.parts:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
         if self.background is not None:
             await self.background()
 
