@@ -39,8 +39,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ADMIN = "admin-contract-token-5c1d"
 CLIENT = "client-contract-token-8a2e"
 FUZZ_WAIT_S = 0.05
-EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_EXAMPLES", "40"))
-STATEFUL_EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_SCENARIOS", "30"))
+EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_EXAMPLES", "25"))
+STATEFUL_EXAMPLES = int(os.environ.get("SESSION_MONITOR_CONTRACT_SCENARIOS", "20"))
 STATEFUL_SUITES = 4
 SEED = 1
 
