@@ -108,10 +108,13 @@ def test_a_blocking_session_is_named(
     everyone = stalls(monitor, app="blocking")
     assert {s["session_id"] for s in everyone} == {blocker}, "a stall named another session"
     assert len(everyone) == 2
-    # The full stack, as text, when the row is expanded.
+    # The full stack, as text, when the row is expanded. First the tab shows what the API does (it refreshes every
+    # second): a refresh that brings new rows replaces the table's value, and a row expanded before it closes.
+    for stall in final:
+        expect(stalls_table).to_contain_text(f"{stall['duration_s']:.2f} s", timeout=10_000)
     row.first.locator(".tabulator-cell", has_text="\u25ba").click()  # Panel's expand toggle
     stack = board.locator("pre", has_text="block_the_loop").first
-    expect(stack).to_be_visible(timeout=5_000)
+    expect(stack).to_be_visible(timeout=10_000)
     assert f"blocking.py:{SLEEP_LINE}  in block_the_loop" in stack.inner_text()
     assert "time.sleep(BLOCK_S)" in stack.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)

@@ -214,7 +214,7 @@ class AsyncRowStream(RowStream[T]):
 
     async def next(self) -> T:
         size = self.chunk_rows + 1 - len(self._carry)
-        if self._unpacked is not None and self._conn is not None:
+        if self._unpacked is not None:  # released with the connection
             fetched: Sequence[Any] = self._unpacked.fetchmany(size)
         elif self._result is not None:
             fetched = await self._result.fetchmany(size)
