@@ -119,6 +119,12 @@ def test_a_blocking_session_is_named(
     assert "time.sleep(BLOCK_S)" in stack.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     board.screenshot(path=str(ARTIFACTS / "dashboard-stalls.png"), full_page=True)
+    # A new stall comes in as the first row: the stack opened stays open, and only that one.
+    button.click()
+    expect(stalls_table.locator(".tabulator-row")).to_have_count(3, timeout=10_000)
+    expect(stalls_table).not_to_contain_text("still blocked", timeout=10_000)
+    expect(stack).to_be_visible()
+    expect(board.locator("pre", has_text="block_the_loop")).to_have_count(1)
     board.get_by_text("System status", exact=True).first.click()
     expect(board.get_by_text("Lag p99", exact=True).first).to_be_visible()
     board.screenshot(path=str(ARTIFACTS / "dashboard-system-loop.png"), full_page=True)

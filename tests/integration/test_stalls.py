@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -21,13 +20,6 @@ from tests.conftest import DatabaseTarget, FakeClock
 AGENT = "agent-stall-aaaa"
 OTHER = "agent-stall-bbbb"
 ADMIN = "admin-secret-7f3a9c1e5b2d"
-
-
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SESSION_MONITOR_"):
-            monkeypatch.delenv(name)
 
 
 @contextlib.asynccontextmanager

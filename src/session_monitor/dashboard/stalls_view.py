@@ -168,6 +168,10 @@ class StallsView:
         self.status.object = escaped(f"{summary} · updated {now:%H:%M:%S} UTC")
         rows = [stall_row(s) for s in stalls]
         if rows != self.rows:
+            # Panel closes every expanded row when the rows change: the stacks the operator opened (by stall id, a
+            # row's last field) stay open.
+            opened = {self.rows[i][-1] for i in self.table.expanded if i < len(self.rows)}
             self.stacks = {int(s.get("id") or 0): stack_text(s.get("stack")) for s in stalls}
             self.rows = rows
             self.table.value = pd.DataFrame.from_records(rows, columns=list(STALL_COLUMNS))
+            self.table.expanded = [i for i, row in enumerate(rows) if row[-1] in opened]

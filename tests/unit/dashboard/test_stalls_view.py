@@ -6,15 +6,24 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+import pytest
+
+from session_monitor.dashboard.client import ApiClient
 from session_monitor.dashboard.stalls_view import (
     AGENT_LOOP_COLUMNS,
     STALL_COLUMNS,
+    StallsView,
     agent_loop_row,
     stack_html,
     stack_text,
     stall_row,
     where,
 )
+from session_monitor.server import Settings
+from tests.conftest import FakeClock
+from tests.helpers import serving
+from tests.integration.test_stalls import AGENT, stall, sync_body
 
 XSS = "<img src=x onerror=alert(1)>"
 STACK: list[Mapping[str, Any]] = [
@@ -56,3 +65,30 @@ def test_agent_row_gains_the_loop_columns() -> None:
     )  # fmt: skip
     empty = dict(zip(AGENT_LOOP_COLUMNS, agent_loop_row({**agent, "loop": None}, now), strict=True))
     assert empty["Lag p99"] == "" and empty["Host"] == "web"
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index")  # Panel's Tabulator, pandas 3.1
+async def test_an_opened_stack_stays_open_when_a_new_stall_arrives(settings: Settings, clock: FakeClock) -> None:
+    """Panel's Tabulator closes every expanded row when its rows change; the view opens the same stalls again."""
+    async with serving(settings, clock) as (app, client):
+        api = ApiClient("http://127.0.0.1", transport=httpx.ASGITransport(app=app))
+        try:
+            view = StallsView(api)
+            for seq in (1, 2):
+                (
+                    await client.post(f"/agents/{AGENT}/sync", json=sync_body(clock, stalls=[stall(clock, seq)]))
+                ).raise_for_status()
+                clock.advance(seconds=10)
+            await view.refresh()
+            assert len(view.table.value) == 2
+            opened = int(view.table.value.iloc[1]["id"])  # the older one
+            view.table.expanded = [1]
+            (
+                await client.post(f"/agents/{AGENT}/sync", json=sync_body(clock, stalls=[stall(clock, 3)]))
+            ).raise_for_status()
+            await view.refresh()
+            shown = view.table.value
+            assert len(shown) == 3
+            assert [int(shown.iloc[i]["id"]) for i in view.table.expanded] == [opened]
+        finally:
+            await api.aclose()
