@@ -90,6 +90,8 @@ def stack_html(stack: str) -> str:
 
 
 STALL_COLUMNS = ("When (UTC)", "Host:PID", "App", "Session", "Duration", "Where", "Callback", "id")
+STALL_ID = STALL_COLUMNS.index("id")
+"""Where a row of :func:`stall_row` holds its stall's id (a hidden column)."""
 
 
 def stall_row(s: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -168,10 +170,9 @@ class StallsView:
         self.status.object = escaped(f"{summary} · updated {now:%H:%M:%S} UTC")
         rows = [stall_row(s) for s in stalls]
         if rows != self.rows:
-            # Panel closes every expanded row when the rows change: the stacks the operator opened (by stall id, a
-            # row's last field) stay open.
-            opened = {self.rows[i][-1] for i in self.table.expanded if i < len(self.rows)}
+            # Panel closes every expanded row when the rows change: the stacks the operator opened stay open.
+            opened = {self.rows[i][STALL_ID] for i in self.table.expanded if i < len(self.rows)}
             self.stacks = {int(s.get("id") or 0): stack_text(s.get("stack")) for s in stalls}
             self.rows = rows
             self.table.value = pd.DataFrame.from_records(rows, columns=list(STALL_COLUMNS))
-            self.table.expanded = [i for i, row in enumerate(rows) if row[-1] in opened]
+            self.table.expanded = [i for i, row in enumerate(rows) if row[STALL_ID] in opened]

@@ -71,21 +71,22 @@ def test_agent_row_gains_the_loop_columns() -> None:
 async def test_an_opened_stack_stays_open_when_a_new_stall_arrives(settings: Settings, clock: FakeClock) -> None:
     """Panel's Tabulator closes every expanded row when its rows change; the view opens the same stalls again."""
     async with serving(settings, clock) as (app, client):
+
+        async def report(seq: int) -> None:
+            body = sync_body(clock, stalls=[stall(clock, seq)])
+            (await client.post(f"/agents/{AGENT}/sync", json=body)).raise_for_status()
+            clock.advance(seconds=10)
+
         api = ApiClient("http://127.0.0.1", transport=httpx.ASGITransport(app=app))
         try:
             view = StallsView(api)
             for seq in (1, 2):
-                (
-                    await client.post(f"/agents/{AGENT}/sync", json=sync_body(clock, stalls=[stall(clock, seq)]))
-                ).raise_for_status()
-                clock.advance(seconds=10)
+                await report(seq)
             await view.refresh()
             assert len(view.table.value) == 2
             opened = int(view.table.value.iloc[1]["id"])  # the older one
             view.table.expanded = [1]
-            (
-                await client.post(f"/agents/{AGENT}/sync", json=sync_body(clock, stalls=[stall(clock, 3)]))
-            ).raise_for_status()
+            await report(3)
             await view.refresh()
             shown = view.table.value
             assert len(shown) == 3
